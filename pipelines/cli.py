@@ -1,0 +1,244 @@
+"""``kafka-etl``: run, inspect and reset pipelines from the command line.
+
+Every expected failure ends as one line on stderr and a non-zero exit; tracebacks are for bugs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from connector.client import ReadPlan
+from kafka_etl.errors import KafkaEtlError, TerminalError
+from pipelines.config import Project, load_project
+from pipelines.runner import (
+    Progress as RunProgress,
+)
+from pipelines.runner import (
+    ResetTarget,
+    RunResult,
+    pipeline_status,
+    reset_pipeline,
+    run_pipeline,
+)
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Exactly-once loads from Kafka topics into DuckDB and SQL databases.",
+)
+out = Console()
+err = Console(stderr=True)
+_PROGRESS_AFTER = 2.0  # seconds before a progress bar appears
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="KAFKA_ETL_CONFIG",
+        help="Pipelines YAML file.",
+        show_default=True,
+    ),
+]
+
+
+@app.callback()
+def _root(ctx: typer.Context, config: ConfigOption = Path("pipelines.yaml")) -> None:
+    ctx.obj = config
+
+
+def _project(ctx: typer.Context) -> Project:
+    return load_project(ctx.obj)
+
+
+@app.command()
+def validate(ctx: typer.Context) -> None:
+    """Check the pipelines file and print what it defines."""
+    project = _project(ctx)
+    for name, p in sorted(project.pipelines.items()):
+        out.print(f"{name}: {p.topic} -> {p.safe_target} table {p.table} ({p.mode}, {p.format})")
+    out.print(f"{project.source}: {len(project.pipelines)} pipeline(s) valid")
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Pipeline to run.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Load everything up to the current high watermarks, exactly once."""
+    project = _project(ctx)
+    bar = _LazyBar(enabled=not as_json)
+    try:
+        result = run_pipeline(project, name, on_start=bar.start, on_progress=bar.update)
+    finally:
+        bar.stop()
+    if as_json:
+        out.print_json(json.dumps(_summary(result)))
+        return
+    ranges = ", ".join(str(r) for r in result.ranges.values()) or "nothing new"
+    out.print(
+        f"{result.pipeline}: {result.rows:,} rows into {result.table} in {result.seconds:.2f}s"
+        f" ({result.rows_per_second:,.0f} rows/s); offsets {ranges}"
+    )
+    if result.tombstones:
+        out.print(f"  {result.tombstones:,} tombstones (null values) skipped")
+    if result.columns_added:
+        out.print(f"  new columns: {', '.join(result.columns_added)}")
+    for gap in result.gaps:
+        out.print(
+            f"  [yellow]gap[/]: {result.topic}/{gap.partition} offsets"
+            f" [{gap.expected},{gap.log_start}) were deleted before loading ({gap.lost:,} lost)"
+        )
+    out.print(
+        f"  lag after run: {sum(result.lag_after.values()):,}; table rows: {result.table_rows:,}"
+    )
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="Pipelines (default: all).")] = None,
+) -> None:
+    """Checkpoint, high watermark and lag per pipeline and partition."""
+    project = _project(ctx)
+    for name in names or sorted(project.pipelines):
+        pipeline = project.pipeline(name)
+        rows = pipeline_status(project, name)
+        table = Table(title=f"{name}: {pipeline.topic} -> {pipeline.table}", title_justify="left")
+        for column in ("partition", "checkpoint", "log start", "high watermark", "lag"):
+            table.add_column(column, justify="right")
+        for s in rows:
+            table.add_row(
+                str(s.partition),
+                "-" if s.checkpoint is None else f"{s.checkpoint:,}",
+                f"{s.log_start:,}",
+                f"{s.high_watermark:,}",
+                f"{s.lag:,}",
+            )
+        table.add_row("total", "", "", "", f"{sum(s.lag for s in rows):,}", style="bold")
+        out.print(table)
+
+
+@app.command()
+def reset(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Pipeline to reset.")],
+    to: Annotated[str, typer.Option("--to", help="earliest, latest or an ISO-8601 timestamp.")],
+) -> None:
+    """Move a pipeline's checkpoints. In append mode, rows at or after them are deleted in the
+    same transaction, so the next run reloads them exactly once."""
+    target = _reset_target(to)
+    offsets, deleted = reset_pipeline(_project(ctx), name, target)
+    moved = ", ".join(f"{p}@{o}" for p, o in sorted(offsets.items()))
+    out.print(f"{name}: checkpoints set to {moved}; {deleted:,} rows deleted")
+
+
+def _reset_target(text: str) -> ResetTarget:
+    if text in ("earliest", "latest"):
+        return text  # type: ignore[return-value]
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        msg = f"--to {text!r}: expected earliest, latest or an ISO-8601 timestamp"
+        raise TerminalError(msg) from None
+    if when.tzinfo is None:
+        msg = f"--to {text!r}: give a time zone (e.g. {text}Z)"
+        raise TerminalError(msg)
+    return when
+
+
+def _summary(result: RunResult) -> dict[str, Any]:
+    return {
+        "pipeline": result.pipeline,
+        "topic": result.topic,
+        "table": result.table,
+        "rows": result.rows,
+        "tombstones": result.tombstones,
+        "batches": result.batches,
+        "seconds": round(result.seconds, 3),
+        "rows_per_second": round(result.rows_per_second, 1),
+        "ranges": {str(p): [r.first, r.next] for p, r in result.ranges.items()},
+        "lag_after": {str(p): lag for p, lag in result.lag_after.items()},
+        "gaps": [
+            {"partition": g.partition, "expected": g.expected, "log_start": g.log_start}
+            for g in result.gaps
+        ],
+        "columns_added": list(result.columns_added),
+        "table_rows": result.table_rows,
+    }
+
+
+class _LazyBar:
+    """A progress bar that appears only once a run has lasted a couple of seconds."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled and err.is_terminal
+        self._began = time.monotonic()
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._total = 0
+
+    def start(self, plan: ReadPlan) -> None:
+        self._total = plan.total_lag
+
+    def update(self, progress: RunProgress) -> None:
+        if not self._enabled or time.monotonic() - self._began < _PROGRESS_AFTER:
+            return
+        if self._progress is None:
+            self._progress = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            )
+            self._task = self._progress.add_task("offsets", total=self._total)
+            self._progress.start()
+        self._progress.update(self._task, completed=progress.offsets_done)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: one-line errors, exit codes 0 (ok), 1 (failed), 2 (retry later)."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except KafkaEtlError as exc:
+        err.print(f"kafka-etl: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 75 if exc.transient else 1
+    except KeyboardInterrupt:
+        err.print("kafka-etl: interrupted; the batch in flight was not committed", markup=False)
+        return 130
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        return 1
+    except Exception as exc:  # click usage errors are not bugs: show them as click would.
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

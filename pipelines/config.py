@@ -1,0 +1,219 @@
+"""Pipeline definitions: one YAML file, the Kafka connection and any number of pipelines.
+
+Models are frozen pydantic models validated at load time; every error becomes one line naming
+the file, the pipeline and the field. Environment variables enter only through explicit
+``${VAR}`` (or ``${VAR:-default}``) in string values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kafka_etl.errors import ConfigError, redact
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_KEYS = ("password", "secret", "token", "sasl.oauthbearer.config")
+# Consumer settings the runner owns: changing them would break bounded, exactly-once reads.
+_RESERVED_KAFKA_KEYS = frozenset(
+    {"enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset", "enable.partition.eof"}
+)
+
+
+class Pipeline(BaseModel):
+    """One topic loaded into one table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+    topic: str = Field(min_length=1)
+    format: Literal["json"] = "json"
+    target: str = Field(min_length=1, description="duckdb:///file.duckdb or any SQLAlchemy URL")
+    table: str = Field(min_length=1)
+    db_schema: str | None = Field(default=None, alias="schema")
+    mode: Literal["append", "upsert"] = "append"
+    key: tuple[str, ...] = ()
+    delete_on_tombstone: bool = False
+    start: Literal["earliest", "latest"] = "earliest"
+    on_data_loss: Literal["fail", "skip"] = "fail"
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="explicit Arrow types by field, e.g. {amount: float64}"
+    )
+    group_id: str | None = None
+    batch_max_rows: int = Field(default=200_000, gt=0)
+    batch_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    lock_timeout: float = Field(default=60.0, ge=0, description="seconds to wait for a DuckDB file")
+    schedule: str | None = None
+    lag_threshold: int = Field(default=1, ge=1)
+    max_lag_minutes: float | None = Field(default=None, gt=0)
+    description: str | None = None
+    owners: tuple[str, ...] = ()
+    kafka: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="per-pipeline librdkafka overrides"
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _known_types(cls, value: dict[str, str]) -> dict[str, str]:
+        from connector.types import parse_arrow_type
+
+        for field, type_name in value.items():
+            parse_arrow_type(type_name, field)
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) not in (5, 6):
+            msg = f"not a cron expression: {value!r}"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Pipeline:
+        if self.mode == "upsert" and not self.key:
+            msg = "mode 'upsert' needs 'key' (the columns that identify a row)"
+            raise ValueError(msg)
+        if self.delete_on_tombstone and self.mode != "upsert":
+            msg = "delete_on_tombstone needs mode 'upsert' (append tables keep history)"
+            raise ValueError(msg)
+        reserved = _RESERVED_KAFKA_KEYS & set(self.kafka)
+        if reserved:
+            msg = f"kafka setting {sorted(reserved)[0]!r} is managed by kafka-etl"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def consumer_group(self) -> str:
+        return self.group_id or self.name
+
+    @property
+    def safe_target(self) -> str:
+        """The target URL with any password replaced by ``***``."""
+        return redact(self.target)
+
+
+class Project(BaseModel):
+    """A pipelines file: the Kafka connection shared by all pipelines, and the pipelines."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kafka: dict[str, str | int | float | bool]
+    pipelines: dict[str, Pipeline]
+    source: str = "<memory>"
+
+    @field_validator("kafka")
+    @classmethod
+    def _bootstrap(
+        cls, value: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        if not str(value.get("bootstrap.servers", "")).strip():
+            msg = "'bootstrap.servers' is required"
+            raise ValueError(msg)
+        reserved = _RESERVED_KAFKA_KEYS & set(value)
+        if reserved:
+            msg = f"setting {sorted(reserved)[0]!r} is managed by kafka-etl"
+            raise ValueError(msg)
+        return value
+
+    def pipeline(self, name: str) -> Pipeline:
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            known = ", ".join(sorted(self.pipelines)) or "none"
+            msg = f"{self.source}: no pipeline named {name!r} (defined: {known})"
+            raise ConfigError(msg) from None
+
+    def consumer_settings(self, pipeline: Pipeline) -> dict[str, str | int | float | bool]:
+        """librdkafka settings for one pipeline: the shared connection plus its overrides."""
+        return {**self.kafka, **pipeline.kafka}
+
+    def safe_kafka_settings(self) -> dict[str, str | int | float | bool]:
+        """The connection settings with secrets masked, for display."""
+        return {
+            k: ("***" if any(s in k for s in _SECRET_KEYS) else v) for k, v in self.kafka.items()
+        }
+
+
+def load_project(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Project:
+    """Read, interpolate and validate a pipelines file; raise ``ConfigError`` with one line."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"{source}: cannot read pipelines file ({exc.strerror or exc})"
+        raise ConfigError(msg) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        msg = f"{source}:{line}: {problem}"
+        raise ConfigError(msg) from None
+    return parse_project(raw, source, os.environ if env is None else env)
+
+
+def parse_project(raw: Any, source: str, env: os._Environ[str] | dict[str, str]) -> Project:
+    if not isinstance(raw, dict):
+        msg = f"{source}: expected a mapping with 'kafka' and 'pipelines'"
+        raise ConfigError(msg)
+    data = _interpolate(raw, env, source, ())
+    pipelines = data.get("pipelines")
+    if isinstance(pipelines, dict):
+        data["pipelines"] = {
+            name: ({"name": name, **body} if isinstance(body, dict) else body)
+            for name, body in pipelines.items()
+        }
+    try:
+        return Project.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def _interpolate(value: Any, env: Any, source: str, path: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, source, (*path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, source, (*path, str(i))) for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return str(env[name])
+            if default is not None:
+                return default
+            msg = f"{source}: {_where(path)}: environment variable {name} is not set"
+            raise ConfigError(msg)
+
+        return _VAR.sub(substitute, value)
+    return value
+
+
+def _where(path: tuple[str, ...] | tuple[Any, ...]) -> str:
+    parts = [str(p) for p in path]
+    if len(parts) >= 2 and parts[0] == "pipelines":
+        rest = ".".join(parts[2:]) or "(definition)"
+        return f"pipeline {parts[1]!r}, field {rest!r}"
+    return f"field {'.'.join(parts)!r}" if parts else "top level"
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    error = exc.errors()[0]
+    loc = tuple(str(p) for p in error["loc"])
+    if loc and loc[-1] == "name" and len(loc) == 3:
+        loc = (*loc[:2], "(name)")
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more)" if more else ""
+    return f"{source}: {_where(loc)}: {message}{suffix}"

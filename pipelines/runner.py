@@ -1,0 +1,219 @@
+"""The runner joins one source to one sink, in the one order that keeps loads exactly once:
+
+read the checkpoint -> fix the high watermarks -> read a bounded micro-batch -> commit its rows
+and its next offsets in one sink transaction -> report (and tell the consumer group).
+The CLI and Dagster both call ``run_pipeline``; neither has a loading path of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+from confluent_kafka import Consumer
+
+from connector.batch import Gap, OffsetRange
+from connector.client import (
+    ReadPlan,
+    commit_group_offsets,
+    make_consumer,
+    offsets_for_time,
+    partitions,
+    plan_read,
+    watermarks,
+)
+from connector.decode import JsonDecoder
+from connector.reader import BoundedReader
+from connector.types import parse_arrow_type
+from pipelines.config import Pipeline, Project
+from sinks.base import Sink, TableSpec
+from sinks.factory import open_sink
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Reported after every committed batch."""
+
+    rows: int
+    offsets_done: int
+    offsets_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    pipeline: str
+    topic: str
+    table: str
+    rows: int
+    tombstones: int
+    batches: int
+    ranges: dict[int, OffsetRange]
+    lag_after: dict[int, int]
+    gaps: tuple[Gap, ...]
+    columns_added: tuple[str, ...]
+    seconds: float
+    message_bytes: int
+    table_rows: int
+    schema: pa.Schema | None = field(default=None)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStatus:
+    partition: int
+    checkpoint: int | None
+    log_start: int
+    high_watermark: int
+
+    @property
+    def lag(self) -> int:
+        start = self.checkpoint if self.checkpoint is not None else self.log_start
+        return max(self.high_watermark - start, 0)
+
+
+def table_spec(pipeline: Pipeline) -> TableSpec:
+    return TableSpec(
+        pipeline=pipeline.name,
+        topic=pipeline.topic,
+        table=pipeline.table,
+        db_schema=pipeline.db_schema,
+        mode=pipeline.mode,
+        key=pipeline.key,
+        delete_on_tombstone=pipeline.delete_on_tombstone,
+    )
+
+
+def base_dir(project: Project) -> Path | None:
+    source = Path(project.source)
+    return source.parent.resolve() if source.exists() else None
+
+
+@contextmanager
+def _connections(project: Project, pipeline: Pipeline) -> Iterator[tuple[Sink, Consumer]]:
+    sink = open_sink(
+        pipeline.target,
+        table_spec(pipeline),
+        base_dir=base_dir(project),
+        lock_timeout=pipeline.lock_timeout,
+    )
+    try:
+        consumer = make_consumer(project.consumer_settings(pipeline), pipeline.consumer_group)
+        try:
+            yield sink, consumer
+        finally:
+            consumer.close()
+    finally:
+        sink.close()
+
+
+def decoder_for(pipeline: Pipeline) -> JsonDecoder:
+    explicit = None
+    if pipeline.columns:
+        explicit = pa.schema(
+            [pa.field(name, parse_arrow_type(t, name)) for name, t in pipeline.columns.items()]
+        )
+    return JsonDecoder(explicit)
+
+
+def run_pipeline(
+    project: Project,
+    name: str,
+    *,
+    on_start: Callable[[ReadPlan], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> RunResult:
+    """Load everything up to the high watermarks taken now; return what was committed."""
+    pipeline = project.pipeline(name)
+    started = time.monotonic()
+    with _connections(project, pipeline) as (sink, consumer):
+        plan = plan_read(
+            consumer,
+            pipeline.topic,
+            sink.read_checkpoints(),
+            start=pipeline.start,
+            on_data_loss=pipeline.on_data_loss,
+        )
+        if on_start is not None:
+            on_start(plan)
+        decoder = decoder_for(pipeline)
+        reader = BoundedReader(
+            consumer, plan, max_rows=pipeline.batch_max_rows, max_bytes=pipeline.batch_max_bytes
+        )
+        rows = tombstones = batches = message_bytes = 0
+        loaded: dict[int, OffsetRange] = {}
+        added: list[str] = []
+        for raw in reader:
+            batch = decoder.decode(raw)
+            written = sink.write(batch)
+            batches += 1
+            rows += written.rows_written
+            tombstones += written.tombstones_skipped
+            message_bytes += batch.message_bytes
+            added.extend(written.columns_added)
+            for p, r in batch.ranges.items():
+                before = loaded.get(p)
+                loaded[p] = OffsetRange(p, before.first if before else r.first, r.next)
+            commit_group_offsets(consumer, pipeline.topic, {p: r.next for p, r in loaded.items()})
+            if on_progress is not None:
+                done = sum(r.size for r in loaded.values())
+                on_progress(Progress(rows, done, plan.total_lag))
+        after = watermarks(consumer, pipeline.topic, sorted(plan.end), timeout=10.0)
+        positions = {p: loaded[p].next if p in loaded else plan.start[p] for p in plan.start}
+        lag_after = {p: max(after[p][1] - positions[p], 0) for p in plan.start}
+        return RunResult(
+            pipeline=pipeline.name,
+            topic=pipeline.topic,
+            table=table_spec(pipeline).display_name,
+            rows=rows,
+            tombstones=tombstones,
+            batches=batches,
+            ranges={p: r for p, r in sorted(loaded.items()) if r.size},
+            lag_after=lag_after,
+            gaps=plan.gaps,
+            columns_added=tuple(added),
+            seconds=time.monotonic() - started,
+            message_bytes=message_bytes,
+            table_rows=sink.row_count(),
+            schema=sink.table_schema(),
+        )
+
+
+def pipeline_status(project: Project, name: str) -> list[PartitionStatus]:
+    """Checkpoint, log start, high watermark and lag for every partition of the topic."""
+    pipeline = project.pipeline(name)
+    with _connections(project, pipeline) as (sink, consumer):
+        checkpoints = sink.read_checkpoints()
+        marks = watermarks(
+            consumer, pipeline.topic, partitions(consumer, pipeline.topic, 10.0), timeout=10.0
+        )
+    return [
+        PartitionStatus(p, checkpoints.get(p), low, high)
+        for p, (low, high) in sorted(marks.items())
+    ]
+
+
+ResetTarget = Literal["earliest", "latest"] | datetime
+
+
+def reset_pipeline(project: Project, name: str, to: ResetTarget) -> tuple[dict[int, int], int]:
+    """Move the checkpoints; returns the new offsets and the number of rows deleted."""
+    pipeline = project.pipeline(name)
+    with _connections(project, pipeline) as (sink, consumer):
+        if isinstance(to, datetime):
+            offsets = offsets_for_time(consumer, pipeline.topic, to)
+        else:
+            parts = partitions(consumer, pipeline.topic, 10.0)
+            marks = watermarks(consumer, pipeline.topic, parts, timeout=10.0)
+            offsets = {p: marks[p][0] if to == "earliest" else marks[p][1] for p in parts}
+        deleted = sink.reset(offsets)
+        commit_group_offsets(consumer, pipeline.topic, offsets)
+    return offsets, deleted

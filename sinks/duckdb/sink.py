@@ -1,0 +1,222 @@
+"""DuckDB sink: Arrow batches are scanned in place by DuckDB, no row-by-row conversion.
+
+One connection is held for the whole run (DuckDB allows one writing process per file). Opening
+a file another process holds is retried until ``lock_timeout``, then reported as transient.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import duckdb
+import pyarrow as pa
+
+from connector.batch import Batch, OffsetRange
+from kafka_etl.errors import CheckpointConflictError, SinkUnavailableError, classify
+from sinks.base import CHECKPOINT_TABLE, TableSpec, WriteResult
+from sinks.duckdb.sql import column_list, qualified, quote
+from sinks.schema import plan_schema
+
+_BATCH_VIEW = "_kafka_etl_batch"
+_CHECKPOINTS = quote(CHECKPOINT_TABLE)
+
+
+def connect(path: str, *, read_only: bool = False, lock_timeout: float = 60.0) -> Any:
+    """Open a DuckDB file, waiting while another process holds its lock."""
+    if path != ":memory:" and not read_only:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + lock_timeout
+    delay = 0.05
+    while True:
+        try:
+            con = duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                msg = f"duckdb {path}: {str(exc).splitlines()[0]}"
+                raise SinkUnavailableError(msg) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            continue
+        con.execute("SET TimeZone = 'UTC'")
+        return con
+
+
+class DuckDBSink:
+    """Rows and checkpoints of one pipeline in one DuckDB file."""
+
+    def __init__(self, path: str, spec: TableSpec, *, lock_timeout: float = 60.0) -> None:
+        self.spec = spec
+        self.path = path
+        self._name = qualified(spec.table, spec.db_schema)
+        self._con = connect(path, lock_timeout=lock_timeout)
+        self._con.execute(
+            f"CREATE TABLE IF NOT EXISTS {_CHECKPOINTS} ("
+            " pipeline VARCHAR NOT NULL, topic VARCHAR NOT NULL, partition INTEGER NOT NULL,"
+            " next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL,"
+            " PRIMARY KEY (pipeline, topic, partition))"
+        )
+        self._schema = self._read_schema()
+
+    # -- reading ---------------------------------------------------------------------------
+    def read_checkpoints(self) -> dict[int, int]:
+        rows = self._con.execute(
+            f"SELECT partition, next_offset FROM {_CHECKPOINTS} WHERE pipeline = ? AND topic = ?",
+            [self.spec.pipeline, self.spec.topic],
+        ).fetchall()
+        return {int(p): int(o) for p, o in rows}
+
+    def table_schema(self) -> pa.Schema | None:
+        return self._schema
+
+    def row_count(self) -> int:
+        if self._schema is None:
+            return 0
+        return int(self._con.execute(f"SELECT count(*) FROM {self._name}").fetchone()[0])
+
+    def _read_schema(self) -> pa.Schema | None:
+        exists = self._con.execute(
+            "SELECT count(*) FROM information_schema.tables"
+            " WHERE table_name = ? AND table_schema = coalesce(?, current_schema())",
+            [self.spec.table, self.spec.db_schema],
+        ).fetchone()[0]
+        if not exists:
+            return None
+        schema: pa.Schema = (
+            self._con.sql(f"SELECT * FROM {self._name} LIMIT 0").to_arrow_table().schema
+        )
+        return schema
+
+    # -- writing ---------------------------------------------------------------------------
+    def write(self, batch: Batch) -> WriteResult:
+        plan = plan_schema(self._schema, batch.rows, self.spec.pipeline)
+        con = self._con
+        con.begin()
+        try:
+            created = self._evolve(plan.rows, plan.new_fields)
+            self._advance(batch.ranges)
+            written = 0
+            if plan.rows.num_rows:
+                con.register(_BATCH_VIEW, plan.rows)
+                try:
+                    con.execute(
+                        f"INSERT INTO {self._name} BY NAME SELECT * FROM {quote(_BATCH_VIEW)}"
+                    )
+                finally:
+                    con.unregister(_BATCH_VIEW)
+                written = plan.rows.num_rows
+            con.commit()
+        except BaseException as exc:
+            con.rollback()
+            self._schema = self._read_schema()
+            if isinstance(exc, Exception):
+                raise classify(exc, f"duckdb {self.path}") from exc
+            raise
+        if created or plan.new_fields:
+            self._schema = self._read_schema()
+        added = tuple(f.name for f in plan.new_fields) if not created else ()
+        return WriteResult(
+            rows_written=written, tombstones_skipped=batch.tombstone_count, columns_added=added
+        )
+
+    def _evolve(self, rows: pa.Table, new_fields: tuple[pa.Field, ...]) -> bool:
+        """Create the table, or add the batch's new columns, inside the open transaction."""
+        con = self._con
+        if self._schema is None:
+            if self.spec.db_schema:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.spec.db_schema)}")
+            con.register(_BATCH_VIEW, rows.schema.empty_table())
+            try:
+                con.execute(
+                    f"CREATE TABLE {self._name} AS SELECT * FROM {quote(_BATCH_VIEW)} LIMIT 0"
+                )
+            finally:
+                con.unregister(_BATCH_VIEW)
+            identity = ("_topic", "_partition", "_offset")
+            index = quote(f"{self.spec.table}__offsets")
+            con.execute(f"CREATE UNIQUE INDEX {index} ON {self._name} ({column_list(identity)})")
+            return True
+        for field in new_fields:
+            con.register(_BATCH_VIEW, pa.schema([field]).empty_table())
+            try:
+                # DuckDB names the type of the Arrow field itself (structs, lists included).
+                type_name = con.execute(
+                    f"DESCRIBE SELECT {quote(field.name)} FROM {quote(_BATCH_VIEW)}"
+                ).fetchone()[1]
+            finally:
+                con.unregister(_BATCH_VIEW)
+            con.execute(f"ALTER TABLE {self._name} ADD COLUMN {quote(field.name)} {type_name}")
+        return False
+
+    def _advance(self, ranges: dict[int, OffsetRange]) -> None:
+        """Compare-and-set each partition's checkpoint from ``first`` to ``next``."""
+        con = self._con
+        for r in ranges.values():
+            updated = con.execute(
+                f"UPDATE {_CHECKPOINTS} SET next_offset = ?, updated_at = now()"
+                " WHERE pipeline = ? AND topic = ? AND partition = ? AND next_offset = ?",
+                [r.next, self.spec.pipeline, self.spec.topic, r.partition, r.first],
+            ).fetchone()[0]
+            if updated == 1:
+                continue
+            current = con.execute(
+                f"SELECT next_offset FROM {_CHECKPOINTS}"
+                " WHERE pipeline = ? AND topic = ? AND partition = ?",
+                [self.spec.pipeline, self.spec.topic, r.partition],
+            ).fetchone()
+            if current is not None:
+                raise CheckpointConflictError(self._conflict_message(r, int(current[0])))
+            con.execute(
+                f"INSERT INTO {_CHECKPOINTS} VALUES (?, ?, ?, ?, now())",
+                [self.spec.pipeline, self.spec.topic, r.partition, r.next],
+            )
+
+    def _conflict_message(self, r: OffsetRange, current: int) -> str:
+        return (
+            f"pipeline {self.spec.pipeline!r}: {self.spec.topic}/{r.partition} checkpoint moved"
+            f" to {current} while this run was loading from {r.first} (another run of the same"
+            " pipeline?); nothing from this batch was committed"
+        )
+
+    def reset(self, offsets: dict[int, int]) -> int:
+        con = self._con
+        deleted = 0
+        con.begin()
+        try:
+            for partition, offset in sorted(offsets.items()):
+                if self._schema is not None and self.spec.mode == "append":
+                    deleted += int(
+                        con.execute(
+                            f"DELETE FROM {self._name}"
+                            " WHERE _topic = ? AND _partition = ? AND _offset >= ?",
+                            [self.spec.topic, partition, offset],
+                        ).fetchone()[0]
+                    )
+                con.execute(
+                    f"INSERT INTO {_CHECKPOINTS} VALUES (?, ?, ?, ?, now())"
+                    " ON CONFLICT DO UPDATE SET next_offset = excluded.next_offset,"
+                    " updated_at = excluded.updated_at",
+                    [self.spec.pipeline, self.spec.topic, partition, offset],
+                )
+            con.commit()
+        except Exception as exc:
+            con.rollback()
+            raise classify(exc, f"duckdb {self.path}") from exc
+        return deleted
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,50 @@
+"""Choosing the sink for a target URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from kafka_etl.errors import ConfigError, redact
+from sinks.base import Sink, TableSpec
+
+_FILE_BACKENDS = {"duckdb", "sqlite"}
+
+
+def resolve_target(target: str, base_dir: Path | None) -> URL:
+    """Parse a target URL; relative DuckDB/SQLite file paths are taken from ``base_dir``."""
+    try:
+        url = make_url(target)
+    except ArgumentError:
+        msg = f"target {redact(target)!r} is not a database URL (e.g. duckdb:///warehouse.duckdb)"
+        raise ConfigError(msg) from None
+    backend = url.get_backend_name()
+    database = url.database
+    if (
+        backend in _FILE_BACKENDS
+        and base_dir is not None
+        and database
+        and database != ":memory:"
+        and not Path(database).is_absolute()
+    ):
+        url = url.set(database=str((base_dir / database).resolve()))
+    return url
+
+
+def open_sink(
+    target: str, spec: TableSpec, *, base_dir: Path | None = None, lock_timeout: float = 60.0
+) -> Sink:
+    """Connect to the target and bind the sink to one pipeline's table."""
+    url = resolve_target(target, base_dir)
+    if url.get_backend_name() == "duckdb":
+        from sinks.duckdb.sink import DuckDBSink
+
+        return DuckDBSink(url.database or ":memory:", spec, lock_timeout=lock_timeout)
+    try:
+        from sinks.sql.sink import SqlSink
+    except ImportError:
+        msg = f"target {redact(target)!r}: only duckdb:// targets are supported in this build"
+        raise ConfigError(msg) from None
+    return SqlSink(url, spec)

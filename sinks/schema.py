@@ -1,0 +1,92 @@
+"""Fitting a batch's Arrow schema to an existing table: shared by every sink.
+
+New fields become new nullable columns. A value whose type the table's column can hold without
+loss is cast to it. Anything else is a conflict, refused with a message naming the pipeline,
+the field and both types (type widening and dead-lettering are policy, decided by config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from kafka_etl.errors import SchemaConflictError
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaPlan:
+    rows: pa.Table  # the batch, cast to the table's types where they differ
+    new_fields: tuple[pa.Field, ...]  # columns to add, in batch order
+
+
+def plan_schema(table: pa.Schema | None, rows: pa.Table, pipeline: str) -> SchemaPlan:
+    """Cast ``rows`` to ``table`` where safe and list the columns the table lacks."""
+    # A column whose every value is null has no type yet; it is created once a value arrives.
+    untyped = [f.name for f in rows.schema if pa.types.is_null(f.type)]
+    if table is None:
+        if untyped:
+            rows = rows.drop_columns(untyped)
+        return SchemaPlan(rows, tuple(rows.schema))
+    existing = {f.name: f.type for f in table}
+    new_fields: list[pa.Field] = []
+    for index, field in enumerate(rows.schema):
+        target = existing.get(field.name)
+        if target is None:
+            if not pa.types.is_null(field.type):
+                new_fields.append(field.with_nullable(True))
+            continue
+        if field.type == target or _storable(field.type, target):
+            if field.type != target and _castable_here(field.type, target):
+                rows = rows.set_column(index, field.name, rows.column(index).cast(target))
+            continue
+        msg = (
+            f"pipeline {pipeline!r}: field {field.name!r} arrived as {field.type}"
+            f" but the table column is {target}"
+        )
+        raise SchemaConflictError(msg)
+    missing = [name for name in untyped if name not in existing]
+    if missing:
+        rows = rows.drop_columns(missing)
+    return SchemaPlan(rows, tuple(new_fields))
+
+
+def _storable(value: pa.DataType, column: pa.DataType) -> bool:
+    """Can every ``value`` be stored in ``column`` without loss?"""
+    t = pa.types
+    if t.is_null(value):
+        return True
+    if t.is_integer(value) and t.is_integer(column):
+        return column.bit_width >= value.bit_width and (
+            t.is_signed_integer(column) or t.is_unsigned_integer(value)
+        )
+    if t.is_integer(value) and t.is_floating(column):
+        return value.bit_width <= 32 or column.bit_width == 64
+    if t.is_floating(value) and t.is_floating(column):
+        return column.bit_width >= value.bit_width
+    if t.is_timestamp(value) and t.is_timestamp(column):
+        return True
+    if _is_text(value) and _is_text(column):
+        return True
+    if t.is_struct(value) and t.is_struct(column):
+        inner = {column.field(i).name: column.field(i).type for i in range(column.num_fields)}
+        return all(
+            f.name in inner and _storable(f.type, inner[f.name])
+            for f in (value.field(i) for i in range(value.num_fields))
+        )
+    if _is_list(value) and _is_list(column):
+        return _storable(value.value_type, column.value_type)
+    return False
+
+
+def _castable_here(value: pa.DataType, column: pa.DataType) -> bool:
+    """Flat casts are done in Arrow; nested ones are left to the database's by-name insert."""
+    return not (pa.types.is_nested(value) or pa.types.is_nested(column))
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t)
