@@ -28,6 +28,7 @@ from pipelines.runner import (
     ResetTarget,
     RunResult,
     pipeline_status,
+    replay_pipeline,
     reset_pipeline,
     run_pipeline,
 )
@@ -146,18 +147,82 @@ def reset(
     out.print(f"{name}: checkpoints set to {moved}; {deleted:,} rows deleted")
 
 
-def _reset_target(text: str) -> ResetTarget:
-    if text in ("earliest", "latest"):
-        return text  # type: ignore[return-value]
+@app.command()
+def backfill(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Pipeline to replay.")],
+    since: Annotated[
+        str | None,
+        typer.Option("--from", help="ISO-8601 start (inclusive), e.g. 2026-11-01T00:00Z"),
+    ] = None,
+    until: Annotated[str | None, typer.Option("--to", help="ISO-8601 end (exclusive).")] = None,
+    partition: Annotated[int | None, typer.Option(help="Partition, with offsets.")] = None,
+    from_offset: Annotated[int | None, typer.Option(help="First offset (inclusive).")] = None,
+    to_offset: Annotated[int | None, typer.Option(help="Last offset (exclusive).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Replay an already-loaded range (by time or by offsets); the checkpoint never moves."""
+    project = _project(ctx)
+    bar = _LazyBar(enabled=not as_json)
+    try:
+        if partition is not None:
+            if from_offset is None or to_offset is None or since or until:
+                msg = "--partition needs --from-offset and --to-offset (and no --from/--to)"
+                raise TerminalError(msg)
+            result = replay_pipeline(
+                project,
+                name,
+                offsets={partition: (from_offset, to_offset)},
+                on_start=bar.start,
+                on_progress=bar.update,
+            )
+        else:
+            if since is None or until is None:
+                msg = "give --from and --to timestamps, or --partition with offsets"
+                raise TerminalError(msg)
+            result = replay_pipeline(
+                project,
+                name,
+                since=_timestamp("--from", since),
+                until=_timestamp("--to", until),
+                on_start=bar.start,
+                on_progress=bar.update,
+            )
+    finally:
+        bar.stop()
+    if as_json:
+        out.print_json(json.dumps(_summary(result)))
+        return
+    ranges = ", ".join(str(r) for r in result.ranges.values()) or "nothing loaded in that range"
+    out.print(
+        f"{result.pipeline}: replayed {result.rows:,} rows into {result.table} in"
+        f" {result.seconds:.2f}s; offsets {ranges}; table rows: {result.table_rows:,}"
+    )
+    for gap in result.gaps:
+        out.print(
+            f"  [yellow]gap[/]: {result.topic}/{gap.partition} offsets"
+            f" [{gap.expected},{gap.log_start}) no longer exist in Kafka ({gap.lost:,})"
+        )
+
+
+def _timestamp(option: str, text: str) -> datetime:
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        msg = f"--to {text!r}: expected earliest, latest or an ISO-8601 timestamp"
+        msg = f"{option} {text!r}: expected an ISO-8601 timestamp such as 2026-11-01T00:00Z"
         raise TerminalError(msg) from None
     if when.tzinfo is None:
-        msg = f"--to {text!r}: give a time zone (e.g. {text}Z)"
+        msg = f"{option} {text!r}: give a time zone (e.g. {text}Z)"
         raise TerminalError(msg)
     return when
+
+
+def _reset_target(text: str) -> ResetTarget:
+    if text == "earliest":
+        return "earliest"
+    if text == "latest":
+        return "latest"
+    return _timestamp("--to", text)
 
 
 def _summary(result: RunResult) -> dict[str, Any]:

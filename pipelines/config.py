@@ -49,6 +49,7 @@ class Pipeline(BaseModel):
     batch_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     lock_timeout: float = Field(default=60.0, ge=0, description="seconds to wait for a DuckDB file")
     schedule: str | None = None
+    schedule_timezone: str = "UTC"
     lag_threshold: int = Field(default=1, ge=1)
     max_lag_minutes: float | None = Field(default=None, gt=0)
     description: str | None = None

@@ -31,6 +31,7 @@ from connector.client import (
 from connector.decode import JsonDecoder
 from connector.reader import BoundedReader
 from connector.types import parse_arrow_type
+from kafka_etl.errors import TerminalError
 from pipelines.config import Pipeline, Project
 from sinks.base import Sink, TableSpec
 from sinks.factory import open_sink
@@ -142,49 +143,125 @@ def run_pipeline(
             start=pipeline.start,
             on_data_loss=pipeline.on_data_loss,
         )
-        if on_start is not None:
-            on_start(plan)
-        decoder = decoder_for(pipeline)
-        reader = BoundedReader(
-            consumer, plan, max_rows=pipeline.batch_max_rows, max_bytes=pipeline.batch_max_bytes
-        )
-        rows = tombstones = batches = message_bytes = 0
-        loaded: dict[int, OffsetRange] = {}
-        added: list[str] = []
-        for raw in reader:
-            batch = decoder.decode(raw)
-            written = sink.write(batch)
-            batches += 1
-            rows += written.rows_written
-            tombstones += written.tombstones_skipped
-            message_bytes += batch.message_bytes
-            added.extend(written.columns_added)
-            for p, r in batch.ranges.items():
-                before = loaded.get(p)
-                loaded[p] = OffsetRange(p, before.first if before else r.first, r.next)
+        return _load(pipeline, sink, consumer, plan, started, False, on_start, on_progress)
+
+
+def replay_pipeline(
+    project: Project,
+    name: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    offsets: dict[int, tuple[int, int]] | None = None,
+    on_start: Callable[[ReadPlan], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> RunResult:
+    """Rewrite one already-loaded range of the topic, by time or by offsets per partition.
+
+    Only offsets below the checkpoint are replayed (the rest belongs to the next normal run),
+    and the checkpoint never moves. Append tables get the range deleted and inserted again in
+    one transaction per batch; upsert tables get the offset-guarded upsert.
+    """
+    pipeline = project.pipeline(name)
+    started = time.monotonic()
+    with _connections(project, pipeline) as (sink, consumer):
+        plan = plan_replay(consumer, pipeline.topic, sink.read_checkpoints(), since, until, offsets)
+        return _load(pipeline, sink, consumer, plan, started, True, on_start, on_progress)
+
+
+def plan_replay(
+    consumer: Consumer,
+    topic: str,
+    checkpoints: dict[int, int],
+    since: datetime | None,
+    until: datetime | None,
+    offsets: dict[int, tuple[int, int]] | None,
+) -> ReadPlan:
+    parts = partitions(consumer, topic, 10.0)
+    marks = watermarks(consumer, topic, parts, timeout=10.0)
+    if offsets is not None:
+        unknown = sorted(set(offsets) - set(parts))
+        if unknown:
+            msg = f"topic {topic!r} has no partition {unknown[0]} (partitions: {parts})"
+            raise TerminalError(msg)
+        wanted = offsets
+    else:
+        if since is None or until is None or until <= since:
+            msg = "a replay by time needs a start before its end"
+            raise TerminalError(msg)
+        lower = offsets_for_time(consumer, topic, since)
+        upper = offsets_for_time(consumer, topic, until)
+        wanted = {p: (lower[p], upper[p]) for p in parts}
+    start: dict[int, int] = {}
+    end: dict[int, int] = {}
+    gaps = []
+    for p, (first, stop) in sorted(wanted.items()):
+        if first > stop:
+            msg = f"{topic}/{p}: replay range [{first}, {stop}) is reversed"
+            raise TerminalError(msg)
+        low = marks[p][0]
+        if first < low:
+            gaps.append(Gap(partition=p, expected=first, log_start=low))
+        begin = max(first, low)
+        start[p] = begin
+        end[p] = max(begin, min(stop, checkpoints.get(p, begin)))
+    return ReadPlan(topic, start, end, frozenset(), tuple(gaps))
+
+
+def _load(
+    pipeline: Pipeline,
+    sink: Sink,
+    consumer: Consumer,
+    plan: ReadPlan,
+    started: float,
+    replay: bool,
+    on_start: Callable[[ReadPlan], None] | None,
+    on_progress: Callable[[Progress], None] | None,
+) -> RunResult:
+    if on_start is not None:
+        on_start(plan)
+    decoder = decoder_for(pipeline)
+    reader = BoundedReader(
+        consumer, plan, max_rows=pipeline.batch_max_rows, max_bytes=pipeline.batch_max_bytes
+    )
+    rows = tombstones = batches = message_bytes = 0
+    loaded: dict[int, OffsetRange] = {}
+    added: list[str] = []
+    for raw in reader:
+        batch = decoder.decode(raw)
+        written = sink.write(batch, replay=replay)
+        batches += 1
+        rows += written.rows_written
+        tombstones += written.tombstones_skipped
+        message_bytes += batch.message_bytes
+        added.extend(written.columns_added)
+        for p, r in batch.ranges.items():
+            before = loaded.get(p)
+            loaded[p] = OffsetRange(p, before.first if before else r.first, r.next)
+        if not replay:
             commit_group_offsets(consumer, pipeline.topic, {p: r.next for p, r in loaded.items()})
-            if on_progress is not None:
-                done = sum(r.size for r in loaded.values())
-                on_progress(Progress(rows, done, plan.total_lag))
-        after = watermarks(consumer, pipeline.topic, sorted(plan.end), timeout=10.0)
-        positions = {p: loaded[p].next if p in loaded else plan.start[p] for p in plan.start}
-        lag_after = {p: max(after[p][1] - positions[p], 0) for p in plan.start}
-        return RunResult(
-            pipeline=pipeline.name,
-            topic=pipeline.topic,
-            table=table_spec(pipeline).display_name,
-            rows=rows,
-            tombstones=tombstones,
-            batches=batches,
-            ranges={p: r for p, r in sorted(loaded.items()) if r.size},
-            lag_after=lag_after,
-            gaps=plan.gaps,
-            columns_added=tuple(added),
-            seconds=time.monotonic() - started,
-            message_bytes=message_bytes,
-            table_rows=sink.row_count(),
-            schema=sink.table_schema(),
-        )
+        if on_progress is not None:
+            done = sum(r.size for r in loaded.values())
+            on_progress(Progress(rows, done, plan.total_lag))
+    after = watermarks(consumer, pipeline.topic, sorted(plan.end), timeout=10.0)
+    checkpoints = sink.read_checkpoints()
+    lag_after = {p: max(after[p][1] - checkpoints.get(p, after[p][0]), 0) for p in after}
+    return RunResult(
+        pipeline=pipeline.name,
+        topic=pipeline.topic,
+        table=table_spec(pipeline).display_name,
+        rows=rows,
+        tombstones=tombstones,
+        batches=batches,
+        ranges={p: r for p, r in sorted(loaded.items()) if r.size},
+        lag_after=lag_after,
+        gaps=plan.gaps,
+        columns_added=tuple(added),
+        seconds=time.monotonic() - started,
+        message_bytes=message_bytes,
+        table_rows=sink.row_count(),
+        schema=sink.table_schema(),
+    )
 
 
 def pipeline_status(project: Project, name: str) -> list[PartitionStatus]:

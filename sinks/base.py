@@ -56,8 +56,13 @@ class Sink(Protocol):
         """``partition -> next offset`` committed for this pipeline and topic."""
         ...
 
-    def write(self, batch: Batch) -> WriteResult:
-        """Commit the rows and advance the checkpoint in one transaction (compare-and-set)."""
+    def write(self, batch: Batch, *, replay: bool = False) -> WriteResult:
+        """Commit the rows and advance the checkpoint in one transaction (compare-and-set).
+
+        With ``replay=True`` the batch re-covers offsets loaded before: the checkpoint is left
+        alone; append tables first delete the rows of ``batch.ranges`` in the same transaction,
+        upsert tables apply the offset-guarded upsert (older data never overwrites newer).
+        """
         ...
 
     def reset(self, offsets: dict[int, int]) -> int:

@@ -74,14 +74,14 @@ class DuckDBSink:
     def row_count(self) -> int:
         if self._schema is None:
             return 0
-        return int(self._con.execute(f"SELECT count(*) FROM {self._name}").fetchone()[0])
+        return int(self._con.execute(f"SELECT count(*) FROM {self._name}").fetchall()[0][0])
 
     def _read_schema(self) -> pa.Schema | None:
         exists = self._con.execute(
             "SELECT count(*) FROM information_schema.tables"
             " WHERE table_name = ? AND table_schema = coalesce(?, current_schema())",
             [self.spec.table, self.spec.db_schema],
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         if not exists:
             return None
         schema: pa.Schema = (
@@ -90,13 +90,17 @@ class DuckDBSink:
         return schema
 
     # -- writing ---------------------------------------------------------------------------
-    def write(self, batch: Batch) -> WriteResult:
+    def write(self, batch: Batch, *, replay: bool = False) -> WriteResult:
         plan = plan_schema(self._schema, batch.rows, self.spec.pipeline)
         con = self._con
         con.begin()
         try:
             created = self._evolve(plan.rows, plan.new_fields)
-            self._advance(batch.ranges)
+            deleted = 0
+            if replay:
+                deleted = self._delete_ranges(batch.ranges) if not created else 0
+            else:
+                self._advance(batch.ranges)
             written = 0
             if plan.rows.num_rows:
                 con.register(_BATCH_VIEW, plan.rows)
@@ -118,8 +122,26 @@ class DuckDBSink:
             self._schema = self._read_schema()
         added = tuple(f.name for f in plan.new_fields) if not created else ()
         return WriteResult(
-            rows_written=written, tombstones_skipped=batch.tombstone_count, columns_added=added
+            rows_written=written,
+            rows_deleted=deleted,
+            tombstones_skipped=batch.tombstone_count,
+            columns_added=added,
         )
+
+    def _delete_ranges(self, ranges: dict[int, OffsetRange]) -> int:
+        """Remove the rows a replayed batch is about to write again (append tables)."""
+        if self.spec.mode != "append":
+            return 0
+        deleted = 0
+        for r in ranges.values():
+            deleted += int(
+                self._con.execute(
+                    f"DELETE FROM {self._name}"
+                    " WHERE _topic = ? AND _partition = ? AND _offset >= ? AND _offset < ?",
+                    [self.spec.topic, r.partition, r.first, r.next],
+                ).fetchall()[0][0]
+            )
+        return deleted
 
     def _evolve(self, rows: pa.Table, new_fields: tuple[pa.Field, ...]) -> bool:
         """Create the table, or add the batch's new columns, inside the open transaction."""
@@ -144,7 +166,7 @@ class DuckDBSink:
                 # DuckDB names the type of the Arrow field itself (structs, lists included).
                 type_name = con.execute(
                     f"DESCRIBE SELECT {quote(field.name)} FROM {quote(_BATCH_VIEW)}"
-                ).fetchone()[1]
+                ).fetchall()[0][1]
             finally:
                 con.unregister(_BATCH_VIEW)
             con.execute(f"ALTER TABLE {self._name} ADD COLUMN {quote(field.name)} {type_name}")
@@ -158,16 +180,16 @@ class DuckDBSink:
                 f"UPDATE {_CHECKPOINTS} SET next_offset = ?, updated_at = now()"
                 " WHERE pipeline = ? AND topic = ? AND partition = ? AND next_offset = ?",
                 [r.next, self.spec.pipeline, self.spec.topic, r.partition, r.first],
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             if updated == 1:
                 continue
             current = con.execute(
                 f"SELECT next_offset FROM {_CHECKPOINTS}"
                 " WHERE pipeline = ? AND topic = ? AND partition = ?",
                 [self.spec.pipeline, self.spec.topic, r.partition],
-            ).fetchone()
-            if current is not None:
-                raise CheckpointConflictError(self._conflict_message(r, int(current[0])))
+            ).fetchall()
+            if current:
+                raise CheckpointConflictError(self._conflict_message(r, int(current[0][0])))
             con.execute(
                 f"INSERT INTO {_CHECKPOINTS} VALUES (?, ?, ?, ?, now())",
                 [self.spec.pipeline, self.spec.topic, r.partition, r.next],
@@ -192,7 +214,7 @@ class DuckDBSink:
                             f"DELETE FROM {self._name}"
                             " WHERE _topic = ? AND _partition = ? AND _offset >= ?",
                             [self.spec.topic, partition, offset],
-                        ).fetchone()[0]
+                        ).fetchall()[0][0]
                     )
                 con.execute(
                     f"INSERT INTO {_CHECKPOINTS} VALUES (?, ?, ?, ?, now())"
