@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -45,10 +45,15 @@ class ReadPlan:
     """Where a bounded read starts and stops, per partition, fixed when the run begins."""
 
     topic: str
-    start: dict[int, int]
-    end: dict[int, int]
+    start: dict[int, int]  # first offset to read
+    end: dict[int, int]  # high watermark when the run began (exclusive)
     unrecorded: frozenset[int]  # partitions with no checkpoint row yet
     gaps: tuple[Gap, ...]
+    base: dict[int, int] = field(default_factory=dict)  # the stored checkpoint, if not start
+
+    def committed_from(self, partition: int) -> int:
+        """The checkpoint the first batch moves from (below ``start`` after a skipped gap)."""
+        return self.base.get(partition, self.start[partition])
 
     @property
     def lag(self) -> dict[int, int]:
@@ -137,7 +142,8 @@ def plan_read(
             begin[p] = checkpoint
     end = {p: max(marks[p][1], begin[p]) for p in parts}
     unrecorded = frozenset(p for p in parts if p not in checkpoints)
-    return ReadPlan(topic, begin, end, unrecorded, tuple(gaps))
+    base = {g.partition: g.expected for g in gaps}
+    return ReadPlan(topic, begin, end, unrecorded, tuple(gaps), base)
 
 
 def offsets_for_time(

@@ -67,7 +67,8 @@ class BoundedReader:
         self._max_bytes = max_bytes
         self._chunk = min(chunk, max_rows)
         self._idle_timeout = idle_timeout
-        self._position = dict(plan.start)  # next offset to load, per partition
+        self._position = dict(plan.start)  # next offset to read, per partition
+        self._committed = {p: plan.committed_from(p) for p in plan.start}  # the CAS base
         width = max(plan.end, default=-1) + 1
         self._ends = np.full(width, -1, dtype=np.int64)
         for p, end in plan.end.items():
@@ -76,23 +77,21 @@ class BoundedReader:
 
     def __iter__(self) -> Iterator[RawBatch]:
         plan = self._plan
-        pending_new = set(plan.unrecorded)
+        # Partitions whose checkpoint row must be written even if no message arrives: new
+        # ones (recorded at their start) and those that skipped a gap (moved to the log start).
+        pending = set(plan.unrecorded) | set(plan.base)
         if self._active:
             self._consumer.assign(
                 [TopicPartition(plan.topic, p, plan.start[p]) for p in sorted(self._active)]
             )
         try:
-            while self._active:
-                batch = self._read_batch()
-                # Partitions that have no checkpoint row yet get one with the first batch.
-                for p in pending_new:
-                    batch.ranges.setdefault(p, OffsetRange(p, plan.start[p], plan.start[p]))
-                pending_new.clear()
-                yield batch
-            if pending_new:
-                batch = self._assemble([], {})
-                for p in pending_new:
-                    batch.ranges[p] = OffsetRange(p, plan.start[p], plan.start[p])
+            while self._active or pending:
+                batch = self._read_batch() if self._active else self._assemble([], {})
+                for p in pending:
+                    if p not in batch.ranges:
+                        batch.ranges[p] = OffsetRange(p, self._committed[p], self._position[p])
+                        self._committed[p] = self._position[p]
+                pending.clear()
                 yield batch
         finally:
             if self._active or plan.start:
@@ -101,7 +100,7 @@ class BoundedReader:
     def _read_batch(self) -> RawBatch:
         chunks: list[_Chunk] = []
         rows = nbytes = 0
-        first = {p: self._position[p] for p in self._active}
+        first = {p: self._committed[p] for p in self._active}
         last_progress = time.monotonic()
         while self._active and rows < self._max_rows and nbytes < self._max_bytes:
             messages = self._consumer.consume(
@@ -198,6 +197,8 @@ class BoundedReader:
             for p, start in first.items()
             if self._position[p] > start
         }
+        for r in ranges.values():
+            self._committed[r.partition] = r.next
         if len(chunks) == 1:
             c = chunks[0]
             return RawBatch(

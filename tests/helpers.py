@@ -1,0 +1,215 @@
+"""Helpers shared by test modules: pipelines files, the CLI in a subprocess, table read-back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+from confluent_kafka import Consumer, TopicPartition
+
+from pipelines.config import Project, load_project
+from sinks.factory import resolve_target
+
+
+def write_pipelines(
+    directory: Path, bootstrap: str, pipelines: Mapping[str, Mapping[str, Any]]
+) -> Path:
+    """Write a pipelines file and return its path; `pipelines` maps name -> definition."""
+    path = directory / "pipelines.yaml"
+    document = {"kafka": {"bootstrap.servers": bootstrap}, "pipelines": dict(pipelines)}
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def project_for(path: Path) -> Project:
+    return load_project(path)
+
+
+def cli(config: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``kafka-etl -c config ARGS`` in a fresh interpreter, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def engine_for(target: str, base_dir: Path) -> sa.Engine:
+    """A SQLAlchemy engine on a pipeline's target (DuckDB read through its own driver)."""
+    url = resolve_target(target, base_dir)
+    return sa.create_engine(url, poolclass=sa.pool.NullPool)
+
+
+def table_offsets(target: str, base_dir: Path, table: str) -> list[tuple[int, int]]:
+    """All ``(_partition, _offset)`` pairs stored in ``table``, sorted."""
+    url = resolve_target(target, base_dir)
+    if url.get_backend_name() == "duckdb":
+        import duckdb
+
+        con = duckdb.connect(url.database or ":memory:", read_only=True)
+        try:
+            ident = '"' + table.replace('"', '""') + '"'
+            sql = "SELECT _partition, _offset FROM " + ident + " ORDER BY 1, 2"
+            return [(int(p), int(o)) for p, o in con.execute(sql).fetchall()]
+        finally:
+            con.close()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        t = sa.Table(table, sa.MetaData(), autoload_with=engine)
+        query = sa.select(t.c._partition, t.c._offset).order_by(t.c._partition, t.c._offset)
+        with engine.connect() as conn:
+            return [(int(p), int(o)) for p, o in conn.execute(query)]
+    finally:
+        engine.dispose()
+
+
+def high_watermarks(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-watermarks"})
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def expected_offsets(watermarks: Mapping[int, int]) -> list[tuple[int, int]]:
+    return [(p, o) for p in sorted(watermarks) for o in range(watermarks[p])]
+
+
+def events(start: int, count: int) -> list[dict[str, Any]]:
+    """Small user events like the demo's (about 100 bytes each as JSON)."""
+    actions = ("login", "logout", "view", "click", "purchase")
+    return [
+        {"user_id": i % 5000, "action": actions[i % 5], "seq": i, "amount": (i % 100) / 4}
+        for i in range(start, start + count)
+    ]
+
+
+def _rows(target: str, base_dir: Path, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
+    url = resolve_target(target, base_dir)
+    if url.get_backend_name() == "duckdb":
+        import duckdb
+        from sqlalchemy.dialects import postgresql
+
+        compiled = query.compile(
+            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+        )
+        con = duckdb.connect(url.database or ":memory:", read_only=True)
+        try:
+            return [tuple(r) for r in con.execute(str(compiled)).fetchall()]
+        finally:
+            con.close()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(query)]
+    finally:
+        engine.dispose()
+
+
+def offset_stats(target: str, base_dir: Path, table: str) -> dict[int, tuple[int, int, int, int]]:
+    """``partition -> (rows, distinct offsets, min offset, max offset)`` of a table."""
+    t = sa.table(table, sa.column("_partition"), sa.column("_offset"))
+    query = sa.select(
+        t.c._partition,
+        sa.func.count(),
+        sa.func.count(sa.distinct(t.c._offset)),
+        sa.func.min(t.c._offset),
+        sa.func.max(t.c._offset),
+    ).group_by(t.c._partition)
+    return {
+        int(r[0]): (int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+        for r in _rows(target, base_dir, query)
+    }
+
+
+def checkpoints(target: str, base_dir: Path, pipeline: str, topic: str) -> dict[int, int]:
+    t = sa.table(
+        "_kafka_etl_checkpoints",
+        sa.column("pipeline"),
+        sa.column("topic"),
+        sa.column("partition"),
+        sa.column("next_offset"),
+    )
+    query = sa.select(t.c.partition, t.c.next_offset).where(
+        t.c.pipeline == pipeline, t.c.topic == topic
+    )
+    return {int(p): int(o) for p, o in _rows(target, base_dir, query)}
+
+
+def assert_rows_match_checkpoints(
+    target: str, base_dir: Path, table: str, pipeline: str, topic: str
+) -> dict[int, int]:
+    """Every partition holds exactly offsets ``[0, checkpoint)``, each once (a prefix of the
+    log with no gap and no duplicate): what a crash at any moment must leave behind."""
+    cps = checkpoints(target, base_dir, pipeline, topic)
+    stats = offset_stats(target, base_dir, table) if cps else {}
+    for p, next_offset in cps.items():
+        rows, distinct, low, high = stats.get(p, (0, 0, 0, -1))
+        assert rows == distinct, f"partition {p}: {rows - distinct} duplicate offsets"
+        if next_offset == 0:
+            assert rows == 0, f"partition {p}: rows beyond checkpoint 0"
+            continue
+        assert (rows, low, high) == (next_offset, 0, next_offset - 1), (
+            f"partition {p}: rows cover [{low}, {high}] ({rows} rows) but checkpoint is"
+            f" {next_offset}"
+        )
+    assert set(stats) <= set(cps), (
+        f"rows for partitions without checkpoint: {set(stats) - set(cps)}"
+    )
+    return cps
+
+
+def kill_loop(
+    config: Path,
+    pipeline: str,
+    *,
+    iterations: int,
+    before_each: Any,
+    check: Any,
+    seed: int = 7,
+    min_delay: float = 0.3,
+    max_delay: float = 3.0,
+) -> tuple[int, int]:
+    """Start ``kafka-etl run`` in a subprocess and SIGKILL it at a random moment, repeatedly.
+
+    ``before_each(i)`` may add backlog; ``check()`` runs after every kill. Returns how many
+    runs were killed mid-flight and how many had already finished.
+    """
+    import random
+    import signal
+    import time
+
+    rng = random.Random(seed)
+    killed = finished = 0
+    for i in range(iterations):
+        before_each(i)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", "-c", str(config), "run", pipeline],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(rng.uniform(min_delay, max_delay))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        else:
+            assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+            finished += 1
+        proc.wait(timeout=60)
+        if proc.stderr:
+            proc.stderr.close()
+        check()
+    return killed, finished
