@@ -98,12 +98,59 @@ def classify(exc: BaseException, where: str) -> KafkaEtlError:
             return CheckpointConflictError(message)
         return TerminalError(message)
     if module == "sqlalchemy":
+        driver_error = getattr(exc, "orig", None)
+        if driver_error is not None:
+            verdict = _database_transient(driver_error)
+            if verdict is not None:
+                return SinkUnavailableError(message) if verdict else TerminalError(message)
         if name in {"OperationalError", "InterfaceError", "DisconnectionError", "TimeoutError"}:
             return SinkUnavailableError(message)
         return TerminalError(message)
+    if module in {"psycopg", "pymysql", "sqlite3"}:  # raised by a driver used directly (COPY)
+        verdict = _database_transient(exc)
+        return SinkUnavailableError(message) if verdict else TerminalError(message)
     if isinstance(exc, ConnectionError | TimeoutError):
         return TransientError(message)
     raise exc
+
+
+# PostgreSQL SQLSTATE classes and codes worth a retry: connection, transaction rollback
+# (serialization failure, deadlock), insufficient resources, operator intervention, lock timeout.
+_PG_TRANSIENT_CLASSES = ("08", "40", "53", "57")
+_PG_TRANSIENT_CODES = {"55P03", "55006"}
+# MySQL/MariaDB error numbers worth a retry: lock wait timeout, deadlock, "record has changed
+# since last read" (MariaDB snapshot isolation), too many connections, server shutdown,
+# connection lost or refused, killed connection, idle disconnect.
+_MYSQL_TRANSIENT = {1020, 1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
+# SQLite primary result codes: BUSY and LOCKED (another connection holds the lock).
+_SQLITE_TRANSIENT = {5, 6}
+
+
+def _database_transient(driver_error: BaseException) -> bool | None:
+    """Is a DB-API driver's error worth a retry? None if the driver is not one we know.
+
+    Decided by the database's own error code, not the DB-API class: PyMySQL raises
+    ``OperationalError`` for most server errors (an unknown column too), sqlite3 for a missing
+    table as well as for a locked file.
+    """
+    module = type(driver_error).__module__.split(".")[0]
+    if module == "psycopg":
+        state = getattr(driver_error, "sqlstate", None)
+        if not state:  # no server answer: connecting failed or the connection broke
+            return type(driver_error).__name__ in {"OperationalError", "InterfaceError"}
+        return state[:2] in _PG_TRANSIENT_CLASSES or state in _PG_TRANSIENT_CODES
+    if module == "pymysql":
+        args = getattr(driver_error, "args", ())
+        code = args[0] if args and isinstance(args[0], int) else None
+        if code is None:
+            return type(driver_error).__name__ in {"OperationalError", "InterfaceError"}
+        return code in _MYSQL_TRANSIENT
+    if module == "sqlite3":
+        code = getattr(driver_error, "sqlite_errorcode", None)
+        if code is None:
+            return "locked" in str(driver_error).lower()
+        return code & 0xFF in _SQLITE_TRANSIENT
+    return None
 
 
 def _classify_kafka(exc: BaseException, message: str) -> KafkaEtlError:
