@@ -3,6 +3,8 @@
 New fields become new nullable columns. A value whose type the table's column can hold without
 loss is cast to it. Anything else is a conflict, refused with a message naming the pipeline,
 the field and both types (type widening and dead-lettering are policy, decided by config).
+A JSON column (SQL sinks report it as Arrow's ``arrow.json`` extension type) takes any nested
+value: the sink writes it as JSON text.
 """
 
 from __future__ import annotations
@@ -12,6 +14,19 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from kafka_etl.errors import SchemaConflictError
+
+_JSON = pa.json_()
+# Decimal digits needed to hold every value of an integer type.
+_DECIMAL_DIGITS = {
+    pa.int8(): 3,
+    pa.int16(): 5,
+    pa.int32(): 10,
+    pa.int64(): 19,
+    pa.uint8(): 3,
+    pa.uint16(): 5,
+    pa.uint32(): 10,
+    pa.uint64(): 20,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +71,16 @@ def _storable(value: pa.DataType, column: pa.DataType) -> bool:
     t = pa.types
     if t.is_null(value):
         return True
+    if column == _JSON:
+        return t.is_nested(value) or value == _JSON
     if t.is_integer(value) and t.is_integer(column):
         return column.bit_width >= value.bit_width and (
             t.is_signed_integer(column) or t.is_unsigned_integer(value)
         )
     if t.is_integer(value) and t.is_floating(column):
         return value.bit_width <= 32 or column.bit_width == 64
+    if t.is_integer(value) and t.is_decimal(column):
+        return column.precision - column.scale >= _DECIMAL_DIGITS[value]
     if t.is_floating(value) and t.is_floating(column):
         return column.bit_width >= value.bit_width
     if t.is_timestamp(value) and t.is_timestamp(column):
