@@ -24,8 +24,8 @@ MANAGED_SETTINGS: dict[str, str | int | float | bool] = {
     "enable.partition.eof": True,
 }
 DEFAULT_SETTINGS: dict[str, str | int | float | bool] = {
-    "queued.max.messages.kbytes": 32768,  # bounds prefetch memory regardless of backlog
-    "fetch.max.bytes": 52428800,
+    "queued.max.messages.kbytes": 16384,  # bounds prefetch memory regardless of backlog
+    "fetch.max.bytes": 16777216,
     "socket.timeout.ms": 10000,
     "isolation.level": "read_committed",
 }

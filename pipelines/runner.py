@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,7 @@ from typing import Literal
 import pyarrow as pa
 from confluent_kafka import Consumer
 
-from connector.batch import Gap, OffsetRange
+from connector.batch import Batch, Gap, OffsetRange
 from connector.client import (
     ReadPlan,
     commit_group_offsets,
@@ -29,11 +30,11 @@ from connector.client import (
     watermarks,
 )
 from connector.decode import JsonDecoder
-from connector.reader import BoundedReader
+from connector.reader import BoundedReader, RawBatch
 from connector.types import parse_arrow_type
 from kafka_etl.errors import TerminalError
 from pipelines.config import Pipeline, Project
-from sinks.base import Sink, TableSpec
+from sinks.base import Sink, TableSpec, WriteResult
 from sinks.factory import open_sink
 
 
@@ -79,6 +80,36 @@ class PartitionStatus:
     def lag(self) -> int:
         start = self.checkpoint if self.checkpoint is not None else self.log_start
         return max(self.high_watermark - start, 0)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What the committed batches of one run added up to."""
+
+    rows: int = 0
+    tombstones: int = 0
+    batches: int = 0
+    message_bytes: int = 0
+    loaded: dict[int, OffsetRange] = field(default_factory=dict)
+    added: list[str] = field(default_factory=list)
+
+    def add(self, batch: Batch, written: WriteResult) -> None:
+        self.batches += 1
+        self.rows += written.rows_written
+        self.tombstones += written.tombstones_skipped
+        self.message_bytes += batch.message_bytes
+        self.added.extend(written.columns_added)
+        for p, r in batch.ranges.items():
+            before = self.loaded.get(p)
+            self.loaded[p] = OffsetRange(p, before.first if before else r.first, r.next)
+
+    @property
+    def next_offsets(self) -> dict[int, int]:
+        return {p: r.next for p, r in self.loaded.items()}
+
+    @property
+    def offsets_done(self) -> int:
+        return sum(r.size for r in self.loaded.values())
 
 
 def table_spec(pipeline: Pipeline) -> TableSpec:
@@ -224,25 +255,35 @@ def _load(
     reader = BoundedReader(
         consumer, plan, max_rows=pipeline.batch_max_rows, max_bytes=pipeline.batch_max_bytes
     )
-    rows = tombstones = batches = message_bytes = 0
-    loaded: dict[int, OffsetRange] = {}
-    added: list[str] = []
-    for raw in reader:
-        batch = decoder.decode(raw)
+    tally = _Tally()
+
+    def decode_and_write(handover: list[RawBatch]) -> tuple[Batch, WriteResult]:
+        # Taken out of the list so the undecoded messages can be freed as soon as they are
+        # decoded, rather than living on in the executor's work item during the write.
+        batch = decoder.decode(handover.pop())
         written = sink.write(batch, replay=replay)
-        batches += 1
-        rows += written.rows_written
-        tombstones += written.tombstones_skipped
-        message_bytes += batch.message_bytes
-        added.extend(written.columns_added)
-        for p, r in batch.ranges.items():
-            before = loaded.get(p)
-            loaded[p] = OffsetRange(p, before.first if before else r.first, r.next)
+        pa.default_memory_pool().release_unused()  # keep RSS flat across batches
+        return batch, written
+
+    def committed(done: tuple[Batch, WriteResult]) -> None:
+        tally.add(*done)
         if not replay:
-            commit_group_offsets(consumer, pipeline.topic, {p: r.next for p, r in loaded.items()})
+            commit_group_offsets(consumer, pipeline.topic, tally.next_offsets)
         if on_progress is not None:
-            done = sum(r.size for r in loaded.values())
-            on_progress(Progress(rows, done, plan.total_lag))
+            on_progress(Progress(tally.rows, tally.offsets_done, plan.total_lag))
+
+    # One writer thread overlaps decoding and the sink transaction of batch N with reading
+    # batch N+1. Batches still commit strictly in order, one at a time: batch N+1 is handed
+    # over only after batch N committed, so a failure stops the run with nothing skipped.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-etl-writer") as writer:
+        in_flight: Future[tuple[Batch, WriteResult]] | None = None
+        for raw in reader:
+            if in_flight is not None:
+                committed(in_flight.result())
+            in_flight = writer.submit(decode_and_write, [raw])
+            del raw  # not kept alive while the next batch is read
+        if in_flight is not None:
+            committed(in_flight.result())
     after = watermarks(consumer, pipeline.topic, sorted(plan.end), timeout=10.0)
     checkpoints = sink.read_checkpoints()
     lag_after = {p: max(after[p][1] - checkpoints.get(p, after[p][0]), 0) for p in after}
@@ -250,15 +291,15 @@ def _load(
         pipeline=pipeline.name,
         topic=pipeline.topic,
         table=table_spec(pipeline).display_name,
-        rows=rows,
-        tombstones=tombstones,
-        batches=batches,
-        ranges={p: r for p, r in sorted(loaded.items()) if r.size},
+        rows=tally.rows,
+        tombstones=tally.tombstones,
+        batches=tally.batches,
+        ranges={p: r for p, r in sorted(tally.loaded.items()) if r.size},
         lag_after=lag_after,
         gaps=plan.gaps,
-        columns_added=tuple(added),
+        columns_added=tuple(tally.added),
         seconds=time.monotonic() - started,
-        message_bytes=message_bytes,
+        message_bytes=tally.message_bytes,
         table_rows=sink.row_count(),
         schema=sink.table_schema(),
     )

@@ -1,0 +1,174 @@
+"""JSON throughput, measured side by side in one run on the same messages.
+
+(a) raw consume: confluent-kafka ``consume()`` of every message, no decoding;
+(b) end to end: ``kafka-etl run`` into a new DuckDB file, in its own process (peak RSS via wait4);
+(c) a seed-style loop: per-message ``poll()``, ``json.loads``, one ``INSERT`` per row, on a slice.
+Peak RSS of (b) is also taken on a backlog a quarter the size, to show it does not grow with it.
+
+    .venv/bin/python bench/bench_json.py [--messages 1000000] [--slice 50000]
+
+Uses $KAFKA_BOOTSTRAP_SERVERS, or starts the repo's local broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import duckdb
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+REPO = Path(__file__).resolve().parents[1]
+PARTITIONS = 3
+
+
+def bootstrap() -> str:
+    if env := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return env
+    out = subprocess.run(
+        [str(REPO / "scripts" / "local-kafka"), "start"], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def event(i: int) -> bytes:
+    return json.dumps(
+        {
+            "user_id": 100_000 + i % 50_000,
+            "action": ("login", "view", "click", "purchase", "logout")[i % 5],
+            "session": f"{i * 2654435761 % 2**64:016x}{i:08x}",
+            "page": f"/products/{i % 9973}",
+            "ts": f"2026-11-21T14:{i // 60 % 60:02d}:{i % 60:02d}.{i % 1000:03d}Z",
+            "amount": round((i % 10_000) / 7, 2),
+            "device": {"os": ("android", "ios", "web")[i % 3], "v": i % 40},
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def make_topic(servers: str, count: int) -> str:
+    topic = f"bench-json-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": servers})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(timeout=30)
+    producer = Producer(
+        {"bootstrap.servers": servers, "linger.ms": 50, "batch.size": 1_000_000,
+         "queue.buffering.max.messages": 2_000_000, "compression.type": "lz4"}
+    )
+    for i in range(count):
+        while True:
+            try:
+                producer.produce(topic, event(i), key=str(i % 50_000).encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(120)
+    return topic
+
+
+def raw_consume(servers: str, topic: str, count: int) -> float:
+    consumer = Consumer(
+        {"bootstrap.servers": servers, "group.id": f"bench-{uuid.uuid4().hex}",
+         "enable.auto.commit": False, "queued.max.messages.kbytes": 32768}
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    seen = 0
+    started = time.perf_counter()
+    while seen < count:
+        for m in consumer.consume(num_messages=10_000, timeout=1.0):
+            if m.error() is None:
+                seen += 1
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return count / elapsed
+
+
+def end_to_end(servers: str, topic: str, workdir: Path, name: str) -> tuple[float, float, int]:
+    """rows/s, seconds and peak RSS (bytes) of `kafka-etl run` in a child process."""
+    config = workdir / f"{name}.yaml"
+    config.write_text(yaml.safe_dump({
+        "kafka": {"bootstrap.servers": servers},
+        "pipelines": {name: {"topic": topic, "target": f"duckdb:///{name}.duckdb", "table": name}},
+    }))
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(REPO / ".venv" / "bin" / "kafka-etl"), "-c", str(config), "run", name, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    out = proc.stdout.read() if proc.stdout else b""
+    if status != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"kafka-etl run failed: {err}")
+    summary = json.loads(out)
+    return summary["rows"] / wall, wall, usage.ru_maxrss * 1024
+
+
+def seed_loop(servers: str, topic: str, count: int, workdir: Path) -> float:
+    """What a first script does: one poll, one json.loads and one INSERT per message."""
+    con = duckdb.connect(str(workdir / "seed.duckdb"))
+    con.execute("CREATE TABLE events (user_id BIGINT, action VARCHAR, session VARCHAR, page VARCHAR,"
+                " ts VARCHAR, amount DOUBLE, partition INTEGER, \"offset\" BIGINT)")
+    consumer = Consumer(
+        {"bootstrap.servers": servers, "group.id": f"seed-{uuid.uuid4().hex}",
+         "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    done = 0
+    started = time.perf_counter()
+    while done < count:
+        m = consumer.poll(1.0)
+        if m is None or m.error() is not None:
+            continue
+        v = json.loads(m.value())
+        con.execute(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [v["user_id"], v["action"], v["session"], v["page"], v["ts"], v["amount"],
+             m.partition(), m.offset()],
+        )
+        done += 1
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    con.close()
+    return count / elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--slice", type=int, default=50_000)
+    args = parser.parse_args()
+    servers = bootstrap()
+    size = len(event(12345))
+    print(f"broker {servers}; producing {args.messages:,} + {args.messages // 4:,} events"
+          f" of ~{size} bytes over {PARTITIONS} partitions ...", flush=True)
+    big = make_topic(servers, args.messages)
+    small = make_topic(servers, args.messages // 4)
+    with tempfile.TemporaryDirectory(prefix="bench-json-") as tmp:
+        workdir = Path(tmp)
+        a = raw_consume(servers, big, args.messages)
+        b, b_seconds, rss = end_to_end(servers, big, workdir, "big")
+        _, _, rss_small = end_to_end(servers, small, workdir, "small")
+        c = seed_loop(servers, big, args.slice, workdir)
+    print(f"(a) raw consume()            {a:>12,.0f} msg/s")
+    print(f"(b) kafka-etl run -> DuckDB  {b:>12,.0f} rows/s  ({args.messages:,} rows in"
+          f" {b_seconds:.2f}s, process start included)")
+    print(f"(c) seed loop (poll/loads/INSERT, {args.slice:,} msgs) {c:>8,.0f} rows/s")
+    print(f"b/a = {b / a:.2f}   (target >= 0.50)")
+    print(f"b/c = {b / c:.1f}x  (target >= 20x)")
+    print(f"peak RSS of (b): {rss / 2**20:.0f} MB at {args.messages:,} messages,"
+          f" {rss_small / 2**20:.0f} MB at {args.messages // 4:,} (target < 500 MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
