@@ -1,0 +1,199 @@
+"""Asset factories: pipelines as assets (``kafka_etl_assets``) and their daily replays.
+
+``kafka_etl_assets`` follows dagster-dlt's ``dlt_assets``: it returns a ``multi_asset``
+decorator (``can_subset=True``) whose body calls the resource::
+
+    @kafka_etl_assets(project=load_project("pipelines.yaml"))
+    def warehouse(context: AssetExecutionContext, kafka_etl: KafkaEtlResource):
+        yield from kafka_etl.run(context)
+
+The op carries the asset checks too, and a concurrency ``pool`` shared by everything that
+touches the same target (see ``PipelineTranslatorData.pool``).
+"""
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    AssetSpec,
+    Config,
+    DailyPartitionsDefinition,
+    Failure,
+    MaterializeResult,
+    multi_asset,
+)
+from pydantic import Field
+
+from dagster_project.checks import check_specs
+from dagster_project.resource import KafkaEtlResource
+from dagster_project.translator import META_PIPELINE, KafkaEtlTranslator, PipelineTranslatorData
+from kafka_etl.errors import ConfigError
+from pipelines.config import Project
+
+
+def pipeline_data(
+    project: Project, pipelines: Iterable[str] | None
+) -> list[PipelineTranslatorData]:
+    names = sorted(project.pipelines) if pipelines is None else list(pipelines)
+    return [PipelineTranslatorData(project, project.pipeline(n)) for n in names]
+
+
+def build_kafka_etl_asset_specs(
+    project: Project,
+    pipelines: Iterable[str] | None = None,
+    translator: KafkaEtlTranslator | None = None,
+) -> list[AssetSpec]:
+    """One spec per pipeline (all of the file's by default), named by ``translator``."""
+    translator = translator or KafkaEtlTranslator()
+    return [
+        translator.get_asset_spec(data).merge_attributes(
+            metadata={META_PIPELINE: data.pipeline.name}
+        )
+        for data in pipeline_data(project, pipelines)
+    ]
+
+
+def kafka_etl_assets(
+    *,
+    project: Project,
+    pipelines: Sequence[str] | None = None,
+    translator: KafkaEtlTranslator | None = None,
+    name: str | None = None,
+    pool: str | None = None,
+    op_tags: Mapping[str, Any] | None = None,
+) -> Callable[[Callable[..., Any]], AssetsDefinition]:
+    """A subsettable ``multi_asset`` over ``pipelines``, with their checks, in one pool.
+
+    The pipelines must share a target pool (one DuckDB file, or a single pipeline on a SQL
+    database); ``build_definitions`` groups them that way.
+    """
+    translator = translator or KafkaEtlTranslator()
+    datas = pipeline_data(project, pipelines)
+    if not datas:
+        msg = f"{project.source}: no pipelines to build assets for"
+        raise ConfigError(msg)
+    specs = build_kafka_etl_asset_specs(project, [d.pipeline.name for d in datas], translator)
+    pools = sorted({d.pool for d in datas})
+    if pool is None and len(pools) > 1:
+        names = ", ".join(d.pipeline.name for d in datas)
+        msg = (
+            f"{project.source}: pipelines {names} write to different targets; build one"
+            " kafka_etl_assets per target (or pass pool=...)"
+        )
+        raise ConfigError(msg)
+    return multi_asset(
+        name=name or "kafka_etl__" + "__".join(d.job_prefix for d in datas),
+        specs=specs,
+        check_specs=[c for s, d in zip(specs, datas, strict=True) for c in check_specs(s.key, d)],
+        can_subset=True,
+        pool=pool or pools[0],
+        op_tags=op_tags,
+    )
+
+
+class ReplayConfig(Config):
+    """A replay range for a Launchpad run; leave empty to replay the run's partition (day)."""
+
+    from_: str | None = Field(
+        default=None, alias="from", description="ISO-8601 start, inclusive (2026-11-01T00:00Z)"
+    )
+    to: str | None = Field(default=None, description="ISO-8601 end, exclusive")
+    partition: int | None = Field(default=None, description="Kafka partition (with offsets)")
+    from_offset: int | None = Field(default=None, description="First offset, inclusive")
+    to_offset: int | None = Field(default=None, description="Last offset, exclusive")
+
+
+def replay_partitions(data: PipelineTranslatorData, start_date: str) -> DailyPartitionsDefinition:
+    """Days in the pipeline's ``schedule_timezone``, today included (it replays up to now)."""
+    return DailyPartitionsDefinition(
+        start_date=start_date, timezone=data.pipeline.schedule_timezone, end_offset=1
+    )
+
+
+def kafka_etl_replay_asset(
+    data: PipelineTranslatorData,
+    *,
+    translator: KafkaEtlTranslator | None = None,
+    start_date: str = "2026-01-01",
+) -> AssetsDefinition:
+    """A daily-partitioned asset whose partitions replay that day's messages into the table."""
+    translator = translator or KafkaEtlTranslator()
+    table = translator.get_asset_spec(data)
+    days = replay_partitions(data, start_date)
+    spec = translator.get_replay_asset_spec(data, table).merge_attributes(
+        metadata={META_PIPELINE: data.pipeline.name}
+    )
+
+    @multi_asset(
+        name=f"kafka_etl__{data.job_prefix}__replay",
+        specs=[spec.replace_attributes(partitions_def=days)],
+        partitions_def=days,
+        pool=data.pool,
+    )
+    def _replay(
+        context: AssetExecutionContext, config: ReplayConfig, kafka_etl: KafkaEtlResource
+    ) -> MaterializeResult:
+        if config.partition is not None:
+            if config.from_offset is None or config.to_offset is None or config.from_ or config.to:
+                msg = "give partition with from_offset and to_offset (and no from/to)"
+                raise Failure(msg)
+            offsets = {config.partition: (config.from_offset, config.to_offset)}
+            return kafka_etl.replay(context, offsets=offsets)
+        if config.from_ or config.to:
+            if not (config.from_ and config.to):
+                msg = "give both 'from' and 'to' (ISO-8601 timestamps with a time zone)"
+                raise Failure(msg)
+            since, until = _timestamp("from", config.from_), _timestamp("to", config.to)
+        elif context.has_partition_key:
+            window = context.partition_time_window
+            since, until = window.start, window.end
+        else:
+            msg = "choose a day (partition), or set 'from'/'to' or offsets in the run config"
+            raise Failure(msg)
+        return kafka_etl.replay(context, since=since, until=until)
+
+    return _replay
+
+
+def _timestamp(field: str, text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        msg = f"{field} {text!r}: expected ISO-8601, e.g. 2026-11-01T00:00Z"
+        raise Failure(msg) from None
+    if when.tzinfo is None:
+        msg = f"{field} {text!r}: give a time zone, e.g. {text}Z"
+        raise Failure(msg)
+    return when
+
+
+def by_pool(datas: Iterable[PipelineTranslatorData]) -> dict[str, list[PipelineTranslatorData]]:
+    groups: dict[str, list[PipelineTranslatorData]] = {}
+    for data in datas:
+        groups.setdefault(data.pool, []).append(data)
+    return groups
+
+
+def load_assets(
+    project: Project, translator: KafkaEtlTranslator, datas: list[PipelineTranslatorData]
+) -> AssetsDefinition:
+    """The standard body: ``kafka_etl.run(context)`` over one pool's pipelines."""
+
+    @kafka_etl_assets(
+        project=project, pipelines=[d.pipeline.name for d in datas], translator=translator
+    )
+    def _load(context: AssetExecutionContext, kafka_etl: KafkaEtlResource) -> Any:
+        yield from kafka_etl.run(context)
+
+    return _load
+
+
+def dedupe(specs: Iterable[AssetSpec | None]) -> list[AssetSpec]:
+    seen: dict[Any, AssetSpec] = {}
+    for spec in specs:
+        if spec is not None:
+            seen.setdefault(spec.key, spec)
+    return list(seen.values())

@@ -1,0 +1,210 @@
+"""``KafkaEtlResource``: the Kafka connection, and loads through the same runner as the CLI.
+
+Secrets are resource fields meant to be given as ``EnvVar("...")``, so the UI shows the
+variable's name, never its value; they are merged into the librdkafka settings only in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+from dagster import (
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetKey,
+    ConfigurableResource,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+)
+from pydantic import Field
+
+from connector.client import ReadPlan
+from connector.lag import PartitionLag, group_lag
+from dagster_project import checks
+from dagster_project.metadata import result_metadata
+from dagster_project.translator import META_PIPELINE, PipelineTranslatorData
+from kafka_etl.errors import CheckpointConflictError, KafkaEtlError
+from pipelines.config import Project, load_project
+from pipelines.runner import Progress, RunResult, replay_pipeline, run_pipeline
+
+_LOG_EVERY = 5.0  # seconds between progress lines
+
+
+class KafkaEtlResource(ConfigurableResource):
+    """Loads kafka-etl pipelines from a pipelines file; overrides its Kafka connection.
+
+    Give secrets as ``EnvVar``, e.g. ``KafkaEtlResource(pipelines_file=...,
+    sasl_password=EnvVar("KAFKA_PASSWORD"))``.
+    """
+
+    pipelines_file: str = Field(description="The pipelines YAML file (as for the CLI).")
+    bootstrap_servers: str | None = Field(
+        default=None, description="Overrides the file's kafka 'bootstrap.servers'."
+    )
+    security_protocol: str | None = Field(default=None, description="e.g. SASL_SSL")
+    sasl_mechanism: str | None = Field(default=None, description="e.g. SCRAM-SHA-512")
+    sasl_username: str | None = Field(default=None)
+    sasl_password: str | None = Field(default=None, description="Give as EnvVar(...).")
+    kafka_settings: dict[str, str] = Field(
+        default_factory=dict, description="More librdkafka settings (no secrets: use EnvVar)."
+    )
+    conflict_retries: int = Field(
+        default=2,
+        description="Times a load re-plans after another writer moved its checkpoint.",
+    )
+    lookup_timeout_seconds: float = Field(
+        default=10.0, description="Bound on the Kafka look-ups of sensors."
+    )
+
+    def load_project(self) -> Project:
+        """The pipelines file, with this resource's connection settings applied."""
+        project = load_project(self.pipelines_file)
+        named = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+        }
+        overrides = {k: v for k, v in named.items() if v} | dict(self.kafka_settings)
+        if not overrides:
+            return project
+        return project.model_copy(update={"kafka": {**project.kafka, **overrides}})
+
+    def pipeline_data(self, name: str) -> PipelineTranslatorData:
+        project = self.load_project()
+        return PipelineTranslatorData(project, project.pipeline(name))
+
+    # -- loads -----------------------------------------------------------------------------
+    def run(self, context: AssetExecutionContext) -> Iterator[MaterializeResult | AssetCheckResult]:
+        """Load every selected pipeline, then evaluate its selected checks, in this op."""
+        project = self.load_project()
+        selected = set(context.selected_asset_keys)
+        check_keys = set(context.selected_asset_check_keys)
+        failures: list[str] = []
+        for key, name in _pipelines(context).items():
+            data = PipelineTranslatorData(project, project.pipeline(name))
+            if key in selected:
+                try:
+                    result = self._load(context, data)
+                except KafkaEtlError as exc:
+                    context.log.error(f"pipeline {name!r}: {exc}")
+                    failures.append(f"pipeline {name!r}: {exc}")
+                    continue
+                yield MaterializeResult(
+                    asset_key=key, metadata=result_metadata(result, data.table_name)
+                )
+            for check_key in sorted(k for k in check_keys if k.asset_key == key):
+                try:
+                    yield _evaluate(check_key, data)
+                except KafkaEtlError as exc:
+                    failures.append(f"pipeline {name!r}, check {check_key.name!r}: {exc}")
+        if failures:
+            raise Failure(description="\n".join(failures), allow_retries=False)
+
+    def _load(self, context: AssetExecutionContext, data: PipelineTranslatorData) -> RunResult:
+        name = data.pipeline.name
+        carried = 0
+        for attempt in range(self.conflict_retries + 1):
+            log = _ProgressLog(context, name)
+            try:
+                result = run_pipeline(data.project, name, on_start=log.start, on_progress=log.step)
+            except CheckpointConflictError as exc:
+                if attempt == self.conflict_retries:
+                    raise
+                carried += log.rows
+                context.log.warning(f"{exc}; re-planning from the new checkpoint")
+                continue
+            return dataclasses.replace(result, rows=result.rows + carried)
+        msg = "unreachable: the last attempt returns or raises"
+        raise AssertionError(msg)
+
+    def replay(
+        self,
+        context: AssetExecutionContext,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offsets: dict[int, tuple[int, int]] | None = None,
+    ) -> MaterializeResult:
+        """Replay one range into the pipeline of the (single) selected asset."""
+        [(key, name)] = _pipelines(context).items()
+        data = self.pipeline_data(name)
+        log = _ProgressLog(context, name)
+        try:
+            result = replay_pipeline(
+                data.project,
+                name,
+                since=since,
+                until=until,
+                offsets=offsets,
+                on_start=log.start,
+                on_progress=log.step,
+            )
+        except KafkaEtlError as exc:
+            raise Failure(description=f"pipeline {name!r}: {exc}", allow_retries=False) from exc
+        metadata = result_metadata(result, data.table_name, replay=True)
+        if since is not None and until is not None:
+            metadata["replay_from"] = MetadataValue.text(since.isoformat())
+            metadata["replay_to"] = MetadataValue.text(until.isoformat())
+        return MaterializeResult(asset_key=key, metadata=metadata)
+
+    # -- monitoring ------------------------------------------------------------------------
+    def lag(self, name: str) -> list[PartitionLag]:
+        """Lag per partition from the consumer group, every Kafka call bounded."""
+        data = self.pipeline_data(name)
+        p = data.pipeline
+        return group_lag(
+            data.project.consumer_settings(p),
+            p.topic,
+            p.consumer_group,
+            timeout=self.lookup_timeout_seconds,
+        )
+
+
+def _pipelines(context: AssetExecutionContext) -> dict[AssetKey, str]:
+    """Asset key -> pipeline name, for the assets of this op (selected or not)."""
+    return {
+        key: str(spec.metadata[META_PIPELINE])
+        for key, spec in context.assets_def.specs_by_key.items()
+        if META_PIPELINE in spec.metadata
+    }
+
+
+def _evaluate(key: AssetCheckKey, data: PipelineTranslatorData) -> AssetCheckResult:
+    if key.name == checks.FRESHNESS:
+        return checks.freshness(key.asset_key, data)
+    return checks.offset_continuity(key.asset_key, data)
+
+
+class _ProgressLog:
+    """Run progress as log lines in the Dagster UI, at most one every few seconds."""
+
+    def __init__(self, context: AssetExecutionContext, name: str) -> None:
+        self._context = context
+        self._name = name
+        self._last = time.monotonic()
+        self.rows = 0
+
+    def start(self, plan: ReadPlan) -> None:
+        ranges = ", ".join(
+            f"{p}:[{plan.start[p]},{plan.end[p]})" for p in sorted(plan.start) if plan.lag[p]
+        )
+        self._context.log.info(
+            f"pipeline {self._name!r}: {plan.total_lag:,} offsets to read from {plan.topic}"
+            + (f" ({ranges})" if ranges else "")
+        )
+
+    def step(self, progress: Progress) -> None:
+        self.rows = progress.rows
+        if time.monotonic() - self._last >= _LOG_EVERY:
+            self._last = time.monotonic()
+            self._context.log.info(
+                f"pipeline {self._name!r}: {progress.offsets_done:,}/{progress.offsets_total:,}"
+                f" offsets, {progress.rows:,} rows committed"
+            )

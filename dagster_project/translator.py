@@ -1,0 +1,185 @@
+"""How a pipeline from the YAML file becomes Dagster asset specs; subclass to rename.
+
+Shaped like dagster-dlt's ``DagsterDltTranslator``: one ``get_asset_spec(data)`` that users
+override, usually as ``super().get_asset_spec(data).replace_attributes(key=..., group_name=...)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+
+from dagster import AssetKey, AssetSpec, FreshnessPolicy
+from sqlalchemy.engine import URL
+
+from kafka_etl.errors import ConfigError
+from pipelines.config import Pipeline, Project
+from pipelines.runner import base_dir, table_spec
+from sinks.base import Sink
+from sinks.factory import open_sink, resolve_target
+
+META_PIPELINE = "kafka_etl/pipeline"
+META_TOPIC = "kafka_etl/topic"
+META_TARGET = "kafka_etl/target"
+META_MODE = "kafka_etl/mode"
+
+_KINDS = {"postgresql": "postgres"}
+_DEFAULT_SCHEMA = {"duckdb": "main", "postgresql": "public", "sqlite": "main"}
+_OWNER = re.compile(r"^(team:\S+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
+
+
+def dagster_name(text: str) -> str:
+    """``text`` as a Dagster name (letters, digits, underscores)."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", text).strip("_")
+    return name or "_"
+
+
+@dataclass(frozen=True)
+class PipelineTranslatorData:
+    """One pipeline and the file it came from: what a translator needs to name things."""
+
+    project: Project
+    pipeline: Pipeline
+
+    @cached_property
+    def url(self) -> URL:
+        return resolve_target(self.pipeline.target, base_dir(self.project))
+
+    @property
+    def backend(self) -> str:
+        return self.url.get_backend_name()
+
+    @property
+    def database(self) -> str:
+        """The database name: a DuckDB/SQLite file's stem, else the URL's database."""
+        name = self.url.database or ""
+        return Path(name).stem if self.backend in ("duckdb", "sqlite") else name
+
+    @property
+    def table_name(self) -> str:
+        """Fully qualified ``database.schema.table`` (``dagster/table_name``)."""
+        schema = self.pipeline.db_schema or _DEFAULT_SCHEMA.get(self.backend)
+        parts = [self.database, schema, self.pipeline.table]
+        return ".".join(p for p in parts if p)
+
+    @property
+    def pool(self) -> str:
+        """The concurrency pool of every op that writes or reads this pipeline's table.
+
+        DuckDB allows one process per file, readers included: one pool per file. Other
+        databases take concurrent writers, so only runs of the same pipeline are serialised.
+        """
+        if self.backend == "duckdb":
+            path = str(Path(self.url.database or ":memory:").resolve())
+            digest = hashlib.sha256(path.encode()).hexdigest()[:10]
+            return f"kafka_etl/duckdb/{dagster_name(Path(path).stem)}-{digest}"
+        return f"kafka_etl/pipeline/{self.pipeline.name}"
+
+    @property
+    def job_prefix(self) -> str:
+        return dagster_name(self.pipeline.name)
+
+    def open_sink(self) -> Sink:
+        """The pipeline's sink (checkpoints, table schema, row count), as the runner opens it."""
+        p = self.pipeline
+        return open_sink(
+            p.target, table_spec(p), base_dir=base_dir(self.project), lock_timeout=p.lock_timeout
+        )
+
+
+@dataclass(frozen=True)
+class KafkaEtlTranslator:
+    """Default naming: key = ``[*key_prefix, schema?, table]``, group = target database.
+
+    ``topic_key_prefix`` names the upstream Kafka topic assets; set ``topic_assets=False`` to
+    leave topics out of the asset graph.
+    """
+
+    key_prefix: tuple[str, ...] = ()
+    topic_key_prefix: tuple[str, ...] = ("kafka",)
+    topic_assets: bool = True
+    extra_kinds: frozenset[str] = field(default_factory=frozenset)
+
+    def get_asset_spec(self, data: PipelineTranslatorData) -> AssetSpec:
+        p = data.pipeline
+        path = [*self.key_prefix, *([p.db_schema] if p.db_schema else []), p.table]
+        topic = self.get_topic_spec(data)
+        return AssetSpec(
+            key=AssetKey(path),
+            description=self.describe(data),
+            group_name=dagster_name(data.database) if data.database else "kafka_etl",
+            kinds={"kafka", _KINDS.get(data.backend, data.backend), *self.extra_kinds},
+            owners=check_owners(data),
+            deps=[topic.key] if topic is not None else [],
+            metadata={
+                META_TOPIC: p.topic,
+                META_TARGET: p.safe_target,
+                META_MODE: p.mode,
+                "dagster/table_name": data.table_name,
+            },
+            tags={"kafka_etl/pipeline": dagster_name(p.name)},
+            freshness_policy=freshness_policy(p),
+        )
+
+    def get_topic_spec(self, data: PipelineTranslatorData) -> AssetSpec | None:
+        """The Kafka topic as an external upstream asset, or None to leave it out."""
+        if not self.topic_assets:
+            return None
+        return AssetSpec(
+            key=AssetKey([*self.topic_key_prefix, data.pipeline.topic]),
+            description=f"Kafka topic `{data.pipeline.topic}` (external, read by kafka-etl).",
+            group_name="kafka",
+            kinds={"kafka"},
+        )
+
+    def get_replay_asset_spec(self, data: PipelineTranslatorData, table: AssetSpec) -> AssetSpec:
+        """The daily-partitioned replay asset next to the table asset ``table``."""
+        key = AssetKey([*table.key.path[:-1], f"{table.key.path[-1]}_replay"])
+        p = data.pipeline
+        return AssetSpec(
+            key=key,
+            description=(
+                f"Replays of Kafka topic `{p.topic}` into `{p.table}`, one partition per day"
+                f" ({p.schedule_timezone}). Materializing a day rewrites that day's messages"
+                f" ({'delete and re-insert' if p.mode == 'append' else 'offset-guarded upsert'}"
+                " in one transaction per batch) and never moves the pipeline's checkpoint."
+            ),
+            group_name=table.group_name,
+            kinds=set(table.kinds),
+            owners=list(table.owners),
+            deps=list(table.deps),
+            metadata={k: v for k, v in table.metadata.items() if k.startswith("kafka_etl/")},
+            tags=dict(table.tags),
+        )
+
+    def describe(self, data: PipelineTranslatorData) -> str:
+        p = data.pipeline
+        text = (
+            f"Kafka topic `{p.topic}` → table `{table_spec(p).display_name}` in {data.backend}"
+            f" ({p.mode} mode, exactly once)."
+        )
+        return f"{text}\n\n{p.description}" if p.description else text
+
+
+def freshness_policy(pipeline: Pipeline) -> FreshnessPolicy | None:
+    """``max_lag_minutes`` as a time-window policy (Dagster's floor is one minute)."""
+    if pipeline.max_lag_minutes is None:
+        return None
+    return FreshnessPolicy.time_window(
+        fail_window=timedelta(minutes=max(pipeline.max_lag_minutes, 1))
+    )
+
+
+def check_owners(data: PipelineTranslatorData) -> list[str]:
+    for owner in data.pipeline.owners:
+        if not _OWNER.match(owner):
+            msg = (
+                f"{data.project.source}: pipeline {data.pipeline.name!r}, field 'owners':"
+                f" {owner!r} is neither an email address nor 'team:<name>'"
+            )
+            raise ConfigError(msg)
+    return list(data.pipeline.owners)
