@@ -48,8 +48,10 @@ class JsonDecoder:
         rows = self._parse(values, raw, tombstone_mask) if values else pa.table({})
         for name in METADATA_COLUMNS:
             if name in rows.column_names:
-                # A value field named like a metadata column would be ambiguous.
-                index = _first_live_index(tombstone_mask)
+                # A value field named like a metadata column would be ambiguous: name the
+                # first message that carries it.
+                row = pc.index(pc.is_valid(rows.column(name)), True).as_py()
+                index = int(_live_positions(n, tombstone_mask)[max(row, 0)])
                 raise RecordError(
                     raw.topic,
                     int(raw.partitions[index]),
@@ -169,10 +171,6 @@ def _same_kind(a: pa.DataType, b: pa.DataType) -> bool:
 
 def _live_positions(n: int, tombstones: np.ndarray | None) -> np.ndarray:
     return np.arange(n) if tombstones is None else np.flatnonzero(~tombstones)
-
-
-def _first_live_index(tombstones: np.ndarray | None) -> int:
-    return 0 if tombstones is None else int(np.flatnonzero(~tombstones)[0])
 
 
 def _is_utf8(data: bytes) -> bool:
