@@ -205,11 +205,13 @@ def backfill(
         )
 
 
-def _timestamp(option: str, text: str) -> datetime:
+def _timestamp(option: str, text: str, choices: str = "") -> datetime:
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        msg = f"{option} {text!r}: expected an ISO-8601 timestamp such as 2026-11-01T00:00Z"
+        msg = (
+            f"{option} {text!r}: expected {choices}an ISO-8601 timestamp such as 2026-11-01T00:00Z"
+        )
         raise TerminalError(msg) from None
     if when.tzinfo is None:
         msg = f"{option} {text!r}: give a time zone (e.g. {text}Z)"
@@ -222,7 +224,7 @@ def _reset_target(text: str) -> ResetTarget:
         return "earliest"
     if text == "latest":
         return "latest"
-    return _timestamp("--to", text)
+    return _timestamp("--to", text, choices="earliest, latest or ")
 
 
 def _summary(result: RunResult) -> dict[str, Any]:
