@@ -1,0 +1,89 @@
+"""Arrow micro-batches to what a database driver takes: JSON text, parameter sets, CSV for COPY.
+
+Nested values become JSON text in one vectorised pass through an in-memory DuckDB (``to_json``
+on the Arrow columns, no per-value Python); everything else stays columnar until the last step.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from sinks.sql.types import stored_as_json
+
+_VIEW = "_kafka_etl_nested"
+
+
+class JsonText:
+    """Replaces nested columns of a table by their JSON text (one DuckDB scan per batch)."""
+
+    def __init__(self) -> None:
+        self._con: Any = None
+
+    def encode(self, rows: pa.Table) -> pa.Table:
+        nested = [i for i, f in enumerate(rows.schema) if stored_as_json(f.type)]
+        if not nested or rows.num_rows == 0:
+            return _strings_for(rows, nested)
+        if self._con is None:
+            self._con = duckdb.connect()
+        names = [f"c{i}" for i in nested]
+        source = pa.table([rows.column(i) for i in nested], names=names)
+        select = ", ".join(f"CAST(to_json({n}) AS VARCHAR) AS {n}" for n in names)
+        self._con.register(_VIEW, source)
+        try:
+            text = self._con.sql(f"SELECT {select} FROM {_VIEW}").to_arrow_table()
+        finally:
+            self._con.unregister(_VIEW)
+        for i, name in zip(nested, names, strict=True):
+            rows = rows.set_column(i, rows.schema.field(i).name, text.column(name))
+        return rows
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+
+def _strings_for(rows: pa.Table, nested: list[int]) -> pa.Table:
+    """An empty batch: nested columns become (empty) text columns."""
+    for i in nested:
+        name = rows.schema.field(i).name
+        rows = rows.set_column(i, name, pa.array([], pa.string()))
+    return rows
+
+
+def utc_wall_time(rows: pa.Table) -> pa.Table:
+    """Time-zone-aware timestamps as naive UTC (for databases without time zones, and COPY)."""
+    for i, field in enumerate(rows.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz is not None:
+            naive = rows.column(i).cast(pa.timestamp(field.type.unit))
+            rows = rows.set_column(i, field.name, naive)
+    return rows
+
+
+def parameter_sets(rows: pa.Table) -> list[dict[str, Any]]:
+    """One ``{"p0": ..., "p1": ...}`` dict per row, in column order."""
+    names = [f"p{i}" for i in range(rows.num_columns)]
+    columns = [rows.column(i).to_pylist() for i in range(rows.num_columns)]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def csv_for_copy(rows: pa.Table) -> bytes:
+    """PostgreSQL ``COPY ... (FORMAT csv)`` input: every value quoted, NULL as an empty field.
+
+    Timestamps must already be naive UTC (``utc_wall_time``; the session runs in UTC): Arrow
+    formats zoned timestamps an order of magnitude slower. Binary values go as ``\\x`` hex.
+    """
+    for i, field in enumerate(rows.schema):
+        t = field.type
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+            hexed = [None if v is None else "\\x" + v.hex() for v in rows.column(i).to_pylist()]
+            rows = rows.set_column(i, field.name, pa.array(hexed, pa.string()))
+    sink = io.BytesIO()
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
+    pa_csv.write_csv(rows, sink, options)
+    return sink.getvalue()

@@ -1,0 +1,176 @@
+"""Writing prepared rows: the generic executemany path and the PostgreSQL COPY path.
+
+Both run inside the caller's transaction (the one that also moves the checkpoint) and take rows
+whose nested columns are already JSON text (``sinks.sql.arrow.JsonText``).
+
+Generic: rows go to the driver's ``executemany`` in chunks of at most the dialect's bound
+parameter limit (SQLite's 32766 variables, 32700 elsewhere) and 10,000 rows, which also bounds
+the multi-row statements PyMySQL builds (under MariaDB's ``max_allowed_packet``).
+
+PostgreSQL: each batch is encoded once, in binary COPY format by numpy (``sinks.sql.pgcopy``;
+CSV by Arrow's C++ writer for column types it does not cover), and streamed with psycopg 3's
+``COPY``. Upserts COPY into a temporary staging table (``ON COMMIT DROP``, the target's column
+types) and then run one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``. Appends COPY straight
+into the target: the primary key ``(_topic, _partition, _offset)`` refuses duplicates and the
+COPY is part of the checkpoint's transaction, so a staging table would only write every row
+twice (measured: about 1.6x slower end to end, see bench/bench_postgres.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from itertools import count
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect
+
+from connector.batch import OffsetRange
+from sinks.sql import pgcopy, statements
+from sinks.sql.arrow import csv_for_copy, parameter_sets, utc_wall_time
+
+_MAX_CHUNK_ROWS = 10_000
+_COPY_CHUNK = 1 << 20
+_stage_names = count()
+
+
+class Loader:
+    """executemany, chunked to the dialect's parameter limits."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._limit = int(dialect.insertmanyvalues_max_parameters)
+
+    def insert(
+        self, conn: Connection, table: sa.Table, rows: pa.Table, json_columns: Collection[str]
+    ) -> int:
+        binds = statements.value_binds(table, rows.column_names, json_columns, self.dialect.name)
+        return self._execute_many(conn, statements.insert_values(table, binds), rows)
+
+    def upsert(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        rows: pa.Table,
+        key: tuple[str, ...],
+        json_columns: Collection[str],
+    ) -> int:
+        binds = statements.value_binds(table, rows.column_names, json_columns, self.dialect.name)
+        statement = statements.upsert_values(table, binds, key, self.dialect.name)
+        return self._execute_many(conn, statement, rows)
+
+    def delete_tombstones(self, conn: Connection, table: sa.Table, tombstones: pa.Table) -> int:
+        """Guarded deletes by Kafka key; returns the rows deleted."""
+        if tombstones.num_rows == 0:
+            return 0
+        names = [*statements.ORDER_COLUMNS, "_key"]
+        params = parameter_sets(self._driver_values(tombstones.select(names)))
+        for p in params:
+            p["k"] = p.pop("p4")
+        deleted = 0
+        for start in range(0, len(params), _MAX_CHUNK_ROWS):
+            result = conn.execute(
+                statements.delete_tombstones(table), params[start : start + _MAX_CHUNK_ROWS]
+            )
+            deleted += max(result.rowcount, 0)
+        return deleted
+
+    def delete_ranges(
+        self, conn: Connection, table: sa.Table, topic: str, ranges: Sequence[OffsetRange]
+    ) -> int:
+        deleted = 0
+        statement = statements.delete_ranges(table, topic)
+        for r in ranges:
+            result = conn.execute(statement, {"part": r.partition, "lo": r.first, "hi": r.next})
+            deleted += max(result.rowcount, 0)
+        return deleted
+
+    def _execute_many(self, conn: Connection, statement: sa.Executable, rows: pa.Table) -> int:
+        if rows.num_rows == 0:
+            return 0
+        step = max(1, min(_MAX_CHUNK_ROWS, self._limit // max(rows.num_columns, 1)))
+        values = self._driver_values(rows)
+        for start in range(0, values.num_rows, step):
+            conn.execute(statement, parameter_sets(values.slice(start, step)))
+        return rows.num_rows
+
+    def _driver_values(self, rows: pa.Table) -> pa.Table:
+        # PostgreSQL keeps zoned timestamps; the others store UTC wall time.
+        return rows if self.dialect.name == "postgresql" else utc_wall_time(rows)
+
+
+class CopyLoader(Loader):
+    """PostgreSQL: COPY straight into append tables, through a staging table for upserts."""
+
+    def __init__(self, dialect: Dialect, *, stage_appends: bool = False) -> None:
+        super().__init__(dialect)
+        self._stage_appends = stage_appends
+
+    def insert(
+        self, conn: Connection, table: sa.Table, rows: pa.Table, json_columns: Collection[str]
+    ) -> int:
+        if rows.num_rows == 0:
+            return 0
+        if not self._stage_appends:
+            copy_rows(conn, table, rows)
+            return rows.num_rows
+        stage = self._stage(conn, table, rows)
+        names = rows.column_names
+        conn.execute(
+            sa.insert(table).from_select(
+                [table.c[n] for n in names], sa.select(*(stage.c[n] for n in names))
+            )
+        )
+        return rows.num_rows
+
+    def upsert(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        rows: pa.Table,
+        key: tuple[str, ...],
+        json_columns: Collection[str],
+    ) -> int:
+        if rows.num_rows == 0:
+            return 0
+        stage = self._stage(conn, table, rows)
+        conn.execute(statements.upsert_select(table, stage, rows.column_names, tuple(key)))
+        return rows.num_rows
+
+    def _stage(self, conn: Connection, table: sa.Table, rows: pa.Table) -> sa.Table:
+        stage = sa.Table(
+            f"_kafka_etl_stage_{next(_stage_names)}",
+            sa.MetaData(),
+            *(sa.Column(n, table.c[n].type) for n in rows.column_names),
+            prefixes=["TEMPORARY"],
+            postgresql_on_commit="DROP",
+        )
+        stage.create(conn)
+        copy_rows(conn, stage, rows)
+        return stage
+
+
+def copy_rows(conn: Connection, table: sa.Table, rows: pa.Table) -> None:
+    """Stream ``rows`` into ``table`` with psycopg 3's COPY, in the connection's transaction."""
+    from psycopg import sql
+
+    names = rows.column_names
+    binary = pgcopy.encode(rows, [pgcopy.wire_kind(table.c[n].type) for n in names])
+    if binary is None:
+        fmt = "csv"
+        conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # CSV timestamps are UTC wall time
+        data = csv_for_copy(utc_wall_time(rows))
+    else:
+        fmt = "binary"
+        data, names = binary
+    target = (
+        sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
+    )
+    columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(target, columns, sql.SQL(fmt))
+    raw: Any = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        view = memoryview(data)
+        for start in range(0, len(view), _COPY_CHUNK):
+            copy.write(view[start : start + _COPY_CHUNK])

@@ -1,0 +1,258 @@
+"""A sink for any SQLAlchemy URL: rows and checkpoint in one transaction per batch.
+
+Per batch, in one transaction: the checkpoint compare-and-set (first, so a concurrent writer of
+the same pipeline waits on the row lock and then fails before doing any work), the table's
+creation or new columns, then the rows (append) or the tombstone deletes and the guarded upsert.
+
+Schema changes and transactions: PostgreSQL and SQLite run DDL inside the batch's transaction,
+so a failed batch leaves no trace. MySQL/MariaDB commit DDL implicitly, so there the table is
+created, or the new nullable columns added, in a step of their own just before the batch's
+transaction: if the batch then fails, the table keeps an empty new column, which is harmless
+(the next run fills it) and never holds rows without their checkpoint.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Self
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine
+
+from connector.batch import Batch
+from kafka_etl.errors import ConfigError, classify
+from sinks.base import TableSpec, WriteResult
+from sinks.changes import Changes, reduce_batch
+from sinks.schema import plan_schema
+from sinks.sql import tables
+from sinks.sql.arrow import JsonText
+from sinks.sql.checkpoints import Checkpoints
+from sinks.sql.load import CopyLoader, Loader
+from sinks.sql.statements import supports_upsert
+from sinks.sql.types import JSON_TYPE
+
+
+class SqlSink:
+    """Rows and checkpoints of one pipeline in a database reached through SQLAlchemy."""
+
+    def __init__(
+        self, url: URL, spec: TableSpec, *, fast_path: bool = True, lock_timeout: float = 60.0
+    ) -> None:
+        self.spec = spec
+        self.where = url.render_as_string(hide_password=True)
+        self._engine = make_engine(url, lock_timeout)
+        self._json = JsonText()
+        try:
+            # The dialect learns the server (MariaDB or MySQL, name limits) on first connect.
+            self._engine.connect().close()
+            dialect = self._engine.dialect
+            tables.check_spec(spec, dialect)
+            if spec.mode == "upsert" and not supports_upsert(dialect.name):
+                msg = (
+                    f"pipeline {spec.pipeline!r}: mode 'upsert' is not supported on {dialect.name}"
+                )
+                raise ConfigError(msg)
+            copy = fast_path and dialect.name == "postgresql" and dialect.driver == "psycopg"
+            self._loader = CopyLoader(dialect) if copy else Loader(dialect)
+            self._transactional_ddl = dialect.name in ("postgresql", "sqlite")
+            self._checkpoints = Checkpoints(tables.checkpoint_table(spec, dialect), spec)
+            with self._engine.begin() as conn:
+                tables.ensure_schema(conn, spec)
+                self._checkpoints.table.create(conn, checkfirst=True)
+            self._table, self._schema = self._reflect()
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, Exception):
+                raise classify(exc, self.where) from exc
+            raise
+
+    @property
+    def fast_path(self) -> bool:
+        return isinstance(self._loader, CopyLoader)
+
+    # -- reading ---------------------------------------------------------------------------
+    def read_checkpoints(self) -> dict[int, int]:
+        try:
+            with self._engine.connect() as conn:
+                return self._checkpoints.read(conn)
+        except Exception as exc:
+            raise classify(exc, self.where) from exc
+
+    def table_schema(self) -> pa.Schema | None:
+        return self._schema
+
+    def row_count(self) -> int:
+        if self._table is None:
+            return 0
+        try:
+            with self._engine.connect() as conn:
+                count = conn.execute(sa.select(sa.func.count()).select_from(self._table))
+                return int(count.scalar_one())
+        except Exception as exc:
+            raise classify(exc, self.where) from exc
+
+    def _reflect(self, conn: Connection | None = None) -> tuple[sa.Table | None, pa.Schema | None]:
+        if conn is None:
+            with self._engine.connect() as own:
+                return self._reflect(own)
+        table = tables.reflect(conn, self.spec)
+        if table is None:
+            return None, None
+        key = self.spec.key
+        if self.spec.mode == "upsert" and not tables.has_unique_key(conn, table, key):
+            msg = (
+                f"pipeline {self.spec.pipeline!r}: table {self.spec.display_name} has no primary"
+                f" key or unique index on {', '.join(key)}, which mode 'upsert' needs (it was"
+                " probably created in append mode; load into a new table)"
+            )
+            raise ConfigError(msg)
+        return table, tables.arrow_schema(conn, table)
+
+    # -- writing ---------------------------------------------------------------------------
+    def write(self, batch: Batch, *, replay: bool = False) -> WriteResult:
+        try:
+            return self._write(batch, replay)
+        except BaseException as exc:
+            try:
+                self._table, self._schema = self._reflect()
+            except Exception:  # the database is gone; the original error says why
+                self._table = self._schema = None
+            if isinstance(exc, Exception):
+                raise classify(exc, self.where) from exc
+            raise
+
+    def _write(self, batch: Batch, replay: bool) -> WriteResult:
+        spec = self.spec
+        plan = plan_schema(self._schema, batch.rows, spec.pipeline)
+        tables.check_fields(plan.new_fields, spec, self._engine.dialect)
+        rows = plan.rows
+        changes = reduce_batch(batch, rows, spec) if spec.mode == "upsert" else None
+        added: tuple[str, ...] = ()
+        if not self._transactional_ddl:
+            with self._engine.begin() as conn:
+                added = self._evolve(conn, rows, plan.new_fields)
+        with self._engine.begin() as conn:
+            existed = self._table is not None
+            if not replay:
+                self._checkpoints.advance(conn, batch.ranges)
+            if self._transactional_ddl:
+                added = self._evolve(conn, rows, plan.new_fields)
+            deleted = written = 0
+            if replay and existed and spec.mode == "append":
+                deleted = self._loader.delete_ranges(
+                    conn, self._require_table(), spec.topic, list(batch.ranges.values())
+                )
+            if self._table is not None:
+                if changes is None:
+                    written = self._insert(conn, rows)
+                else:
+                    deleted += self._apply(conn, changes)
+                    written = changes.upserts.num_rows
+        skipped = changes.skipped if changes is not None else batch.tombstone_count
+        return WriteResult(
+            rows_written=written,
+            rows_deleted=deleted,
+            tombstones_skipped=skipped,
+            columns_added=added,
+        )
+
+    def _evolve(
+        self, conn: Connection, rows: pa.Table, new_fields: tuple[pa.Field, ...]
+    ) -> tuple[str, ...]:
+        """Create the table on the first rows, or add the batch's new columns."""
+        dialect = conn.dialect
+        if self._table is None:
+            if rows.num_rows == 0:
+                return ()
+            tables.target_table(rows.schema, self.spec, dialect).create(conn)
+            self._table, self._schema = self._reflect(conn)
+            return ()
+        if not new_fields:
+            return ()
+        for field in new_fields:
+            conn.execute(tables.new_column(self._table, field, self.spec, dialect))
+        self._table, self._schema = self._reflect(conn)
+        return tuple(f.name for f in new_fields)
+
+    def _insert(self, conn: Connection, rows: pa.Table) -> int:
+        table = self._require_table()
+        return self._loader.insert(conn, table, self._json.encode(rows), self._json_columns())
+
+    def _apply(self, conn: Connection, changes: Changes) -> int:
+        """Tombstone deletes first, then the upserts that are newer than them."""
+        table = self._require_table()
+        deleted = self._loader.delete_tombstones(conn, table, changes.deletes)
+        upserts = self._json.encode(changes.upserts)
+        self._loader.upsert(conn, table, upserts, self.spec.key, self._json_columns())
+        return deleted
+
+    def _json_columns(self) -> set[str]:
+        schema = self._schema
+        return set() if schema is None else {f.name for f in schema if f.type == JSON_TYPE}
+
+    def _require_table(self) -> sa.Table:
+        if self._table is None:  # pragma: no cover - guarded by callers
+            msg = f"table {self.spec.display_name} does not exist"
+            raise RuntimeError(msg)
+        return self._table
+
+    def reset(self, offsets: dict[int, int]) -> int:
+        deleted = 0
+        try:
+            with self._engine.begin() as conn:
+                for partition, offset in sorted(offsets.items()):
+                    if self._table is not None and self.spec.mode == "append":
+                        c = self._table.c
+                        result = conn.execute(
+                            sa.delete(self._table).where(
+                                c._topic == self.spec.topic,
+                                c._partition == partition,
+                                c._offset >= offset,
+                            )
+                        )
+                        deleted += max(result.rowcount, 0)
+                    self._checkpoints.set(conn, partition, offset)
+        except Exception as exc:
+            raise classify(exc, self.where) from exc
+        return deleted
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        self._json.close()
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def make_engine(url: URL, lock_timeout: float = 60.0) -> Engine:
+    """An engine whose errors never show bound values, with SQLite in real transactions."""
+    options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        options["connect_args"] = {"timeout": lock_timeout}
+    engine = sa.create_engine(url, **options)
+    if backend == "sqlite":
+        # pysqlite would not BEGIN before DDL (no transactional ALTER TABLE) and would take the
+        # write lock only at the first write; BEGIN IMMEDIATE takes it at the start.
+        event.listen(engine, "connect", _sqlite_manual_transactions)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
+    return engine
+
+
+def _sqlite_manual_transactions(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

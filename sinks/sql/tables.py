@@ -1,0 +1,224 @@
+"""Table definitions, DDL and reflection, all through SQLAlchemy (no per-database DDL strings).
+
+* The target table: the batch's columns mapped by ``sinks.sql.types``; append tables have the
+  primary key ``(_topic, _partition, _offset)`` (a replay can never duplicate a row), upsert
+  tables the primary key of their ``key:`` columns, plus an index on ``_key`` when tombstones
+  delete rows.
+* ``_kafka_etl_checkpoints``: the same columns as the DuckDB sink's, in the pipeline's schema.
+* New columns: ``ALTER TABLE ... ADD COLUMN`` compiled by the dialect's own DDL compiler.
+
+Identifiers are quoted by SQLAlchemy's preparer; names a database would silently truncate or
+reject are refused here with one line naming the pipeline and the name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import ExecutableDDLElement
+from sqlalchemy.sql.compiler import DDLCompiler
+
+from kafka_etl.errors import ConfigError, SchemaConflictError
+from sinks.base import CHECKPOINT_TABLE, TableSpec
+from sinks.sql.types import arrow_type, column_type, exact_collation, is_mysql, key_text_length
+
+IDENTITY = ("_topic", "_partition", "_offset")
+_KAFKA_TOPIC_CHARS = 249
+_PIPELINE_CHARS = 255
+_KEY_PREFIX_CHARS = 255
+
+
+class AddColumn(ExecutableDDLElement):
+    """``ALTER TABLE <table> ADD COLUMN <column spec>`` for one new nullable column."""
+
+    inherit_cache = False
+
+    def __init__(self, table: sa.Table, column: sa.Column[Any]) -> None:
+        self.table = table
+        self.column = column
+
+
+@compiles(AddColumn)
+def _add_column(element: AddColumn, compiler: DDLCompiler, **kw: Any) -> str:
+    table = compiler.preparer.format_table(element.table)
+    return f"ALTER TABLE {table} ADD COLUMN {compiler.get_column_specification(element.column)}"
+
+
+def check_name(name: str, dialect: Dialect, what: str) -> str | None:
+    """Why ``name`` cannot be an identifier in this database, or None if it can."""
+    if not name:
+        return f"{what} name is empty"
+    if "\x00" in name:
+        return f"{what} name {name!r} contains a NUL character"
+    limit = dialect.max_identifier_length
+    size = len(name.encode()) if dialect.name == "postgresql" else len(name)
+    unit = "bytes" if dialect.name == "postgresql" else "characters"
+    if limit and size > limit:
+        return f"{what} name {name!r} is {size} {unit}; {dialect.name} allows at most {limit}"
+    if is_mysql(dialect) and name != name.rstrip():
+        return f"{what} name {name!r} ends with a space, which {dialect.name} does not allow"
+    return None
+
+
+def check_spec(spec: TableSpec, dialect: Dialect) -> None:
+    """Refuse table, schema and key names the database cannot hold, before touching it."""
+    names = [("table", spec.table), *(("key column", k) for k in spec.key)]
+    if spec.db_schema is not None:
+        names.append(("schema", spec.db_schema))
+    for what, name in names:
+        problem = check_name(name, dialect, what)
+        if problem:
+            msg = f"pipeline {spec.pipeline!r}: {problem}"
+            raise ConfigError(msg)
+    if spec.db_schema is not None and dialect.name == "sqlite":
+        msg = f"pipeline {spec.pipeline!r}: 'schema' is not supported for sqlite targets"
+        raise ConfigError(msg)
+
+
+def check_fields(fields: tuple[pa.Field, ...], spec: TableSpec, dialect: Dialect) -> None:
+    for field in fields:
+        problem = check_name(field.name, dialect, "field")
+        if problem:
+            msg = f"pipeline {spec.pipeline!r}: {problem}"
+            raise SchemaConflictError(msg)
+
+
+def checkpoint_table(spec: TableSpec, dialect: Dialect) -> sa.Table:
+    exact = exact_collation(dialect)
+    if is_mysql(dialect):
+        pipeline_type: Any = sa.String(_PIPELINE_CHARS, collation=exact)
+        topic_type: Any = sa.String(_KAFKA_TOPIC_CHARS, collation=exact)
+    else:
+        pipeline_type = topic_type = sa.Text()
+    return sa.Table(
+        CHECKPOINT_TABLE,
+        sa.MetaData(),
+        sa.Column("pipeline", pipeline_type, nullable=False),
+        sa.Column("topic", topic_type, nullable=False),
+        sa.Column("partition", sa.Integer(), nullable=False),
+        sa.Column("next_offset", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("pipeline", "topic", "partition"),
+        schema=spec.db_schema,
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )
+
+
+def target_table(schema: pa.Schema, spec: TableSpec, dialect: Dialect) -> sa.Table:
+    """The table a first batch with this schema creates."""
+    key = IDENTITY if spec.mode == "append" else spec.key
+    key_chars = key_text_length([schema.field(k).type for k in key if k in schema.names])
+    columns = []
+    for field in schema:
+        sql = column_type(field.type, dialect, indexed=field.name in key, key_chars=key_chars)
+        if is_mysql(dialect) and field.name == "_topic":
+            sql = sa.String(_KAFKA_TOPIC_CHARS, collation=exact_collation(dialect))
+        elif is_mysql(dialect) and field.name == "_key" and field.name not in key:
+            # Tombstones match rows by _key: compared exactly, any length, prefix-indexed.
+            sql = mysql.LONGTEXT(collation=exact_collation(dialect))
+        if sql is None:
+            msg = (
+                f"pipeline {spec.pipeline!r}: field {field.name!r} has type {field.type},"
+                f" which kafka-etl cannot store in {dialect.name}"
+            )
+            raise SchemaConflictError(msg)
+        columns.append(sa.Column(field.name, sql, nullable=field.name not in key))
+    table = sa.Table(
+        spec.table,
+        sa.MetaData(),
+        *columns,
+        sa.PrimaryKeyConstraint(*key),
+        schema=spec.db_schema,
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )
+    if spec.delete_on_tombstone and "_key" not in key and "_key" in schema.names:
+        sa.Index(index_name(spec, "key"), table.c._key, mysql_length=_KEY_PREFIX_CHARS)
+    return table
+
+
+def missing_key_columns(schema: pa.Schema, spec: TableSpec) -> list[str]:
+    key = IDENTITY if spec.mode == "append" else spec.key
+    return [name for name in key if name not in schema.names]
+
+
+def index_name(spec: TableSpec, purpose: str) -> str:
+    """Short and unique per table: index names share one namespace per schema on PostgreSQL."""
+    digest = hashlib.sha1(f"{spec.db_schema}.{spec.table}".encode()).hexdigest()[:16]
+    return f"kx_{digest}_{purpose}"
+
+
+def new_column(table: sa.Table, field: pa.Field, spec: TableSpec, dialect: Dialect) -> AddColumn:
+    sql = column_type(field.type, dialect)
+    if sql is None:
+        msg = (
+            f"pipeline {spec.pipeline!r}: field {field.name!r} has type {field.type},"
+            f" which kafka-etl cannot store in {dialect.name}"
+        )
+        raise SchemaConflictError(msg)
+    column = sa.Column(field.name, sql, nullable=True)
+    # A detached copy, so the reflected table is not changed before the DDL has committed.
+    shadow = sa.Table(table.name, sa.MetaData(), column, schema=table.schema)
+    return AddColumn(shadow, column)
+
+
+def reflect(conn: Connection, spec: TableSpec) -> sa.Table | None:
+    if not sa.inspect(conn).has_table(spec.table, schema=spec.db_schema):
+        return None
+    return sa.Table(spec.table, sa.MetaData(), schema=spec.db_schema, autoload_with=conn)
+
+
+def arrow_schema(conn: Connection, table: sa.Table) -> pa.Schema:
+    json_columns = _mariadb_json_columns(conn, table) if is_mysql(conn.dialect) else set()
+    return pa.schema(
+        [
+            pa.field(c.name, arrow_type(c.type, conn.dialect, json=c.name in json_columns))
+            for c in table.columns
+        ]
+    )
+
+
+def has_unique_key(conn: Connection, table: sa.Table, key: tuple[str, ...]) -> bool:
+    inspector = sa.inspect(conn)
+    wanted = set(key)
+    if set(table.primary_key.columns.keys()) == wanted:
+        return True
+    uniques = inspector.get_unique_constraints(table.name, schema=table.schema)
+    indexes = inspector.get_indexes(table.name, schema=table.schema)
+    candidates: list[list[str | None]] = [list(u["column_names"]) for u in uniques]
+    candidates += [list(i["column_names"]) for i in indexes if i.get("unique")]
+    return any(set(c) == wanted for c in candidates)
+
+
+def _mariadb_json_columns(conn: Connection, table: sa.Table) -> set[str]:
+    """MariaDB's JSON is LONGTEXT with a column-level ``json_valid`` check: find those."""
+    checks = sa.table(
+        "CHECK_CONSTRAINTS",
+        sa.column("CONSTRAINT_SCHEMA"),
+        sa.column("TABLE_NAME"),
+        sa.column("CONSTRAINT_NAME"),
+        sa.column("CHECK_CLAUSE"),
+        schema="information_schema",
+    )
+    schema = sa.literal(table.schema) if table.schema else sa.func.database()
+    c = checks.c
+    query = sa.select(c["CONSTRAINT_NAME"], c["CHECK_CLAUSE"]).where(
+        c["CONSTRAINT_SCHEMA"] == schema, c["TABLE_NAME"] == table.name
+    )
+    try:
+        found = conn.execute(query).all()
+    except sa.exc.DBAPIError:  # MySQL before 8.0.16 has no such view (and no CHECKs)
+        return set()
+    return {str(name) for name, clause in found if str(clause).lower().startswith("json_valid(")}
+
+
+def ensure_schema(conn: Connection, spec: TableSpec) -> None:
+    if spec.db_schema is not None:
+        conn.execute(sa.schema.CreateSchema(spec.db_schema, if_not_exists=True))
