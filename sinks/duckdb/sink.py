@@ -2,6 +2,10 @@
 
 One connection is held for the whole run (DuckDB allows one writing process per file). Opening
 a file another process holds is retried until ``lock_timeout``, then reported as transient.
+
+Upsert tables get a unique index on their ``key:`` columns (instead of the offsets index of
+append tables): each batch is collapsed per key (``sinks.changes``), tombstones delete by
+``_key``, then ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` applies only newer messages.
 """
 
 from __future__ import annotations
@@ -17,14 +21,20 @@ import pyarrow as pa
 from connector.batch import Batch, OffsetRange
 from kafka_etl.errors import CheckpointConflictError, SinkUnavailableError, classify
 from sinks.base import CHECKPOINT_TABLE, TableSpec, WriteResult
+from sinks.changes import Changes, reduce_batch
 from sinks.duckdb.sql import column_list, qualified, quote
 from sinks.schema import plan_schema
 
 _BATCH_VIEW = "_kafka_etl_batch"
+_TOMBSTONE_VIEW = "_kafka_etl_tombstones"
 _CHECKPOINTS = quote(CHECKPOINT_TABLE)
+# Aliases for the stored row and the incoming message in the upsert/delete guards.
+_STORED, _INCOMING = quote("_kafka_etl_stored"), quote("_kafka_etl_incoming")
 
 
-def connect(path: str, *, read_only: bool = False, lock_timeout: float = 60.0) -> Any:
+def connect(
+    path: str, *, read_only: bool = False, lock_timeout: float = 60.0, memory_limit: str = "128MB"
+) -> Any:
     """Open a DuckDB file, waiting while another process holds its lock."""
     if path != ":memory:" and not read_only:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -41,6 +51,9 @@ def connect(path: str, *, read_only: bool = False, lock_timeout: float = 60.0) -
             delay = min(delay * 2, 1.0)
             continue
         con.execute("SET TimeZone = 'UTC'")
+        # DuckDB's default cache may grow to 80% of RAM and keeps every written block; a load
+        # only streams through, so cap it to keep a run's memory flat whatever the backlog.
+        con.execute("SET memory_limit = ?", [memory_limit])
         return con
 
 
@@ -92,6 +105,8 @@ class DuckDBSink:
     # -- writing ---------------------------------------------------------------------------
     def write(self, batch: Batch, *, replay: bool = False) -> WriteResult:
         plan = plan_schema(self._schema, batch.rows, self.spec.pipeline)
+        upsert = self.spec.mode == "upsert"
+        changes = reduce_batch(batch, plan.rows, self.spec) if upsert else None
         con = self._con
         con.begin()
         try:
@@ -102,7 +117,11 @@ class DuckDBSink:
             else:
                 self._advance(batch.ranges)
             written = 0
-            if plan.rows.num_rows:
+            if changes is not None:
+                if self._schema is not None or created:
+                    deleted += self._apply(changes)
+                    written = changes.upserts.num_rows
+            elif plan.rows.num_rows:
                 con.register(_BATCH_VIEW, plan.rows)
                 try:
                     con.execute(
@@ -124,9 +143,47 @@ class DuckDBSink:
         return WriteResult(
             rows_written=written,
             rows_deleted=deleted,
-            tombstones_skipped=batch.tombstone_count,
+            tombstones_skipped=batch.tombstone_count if changes is None else changes.skipped,
             columns_added=added,
         )
+
+    def _apply(self, changes: Changes) -> int:
+        """Guarded tombstone deletes, then the guarded upsert of each key's newest row."""
+        con = self._con
+        deleted = 0
+        if changes.deletes.num_rows:
+            con.register(_TOMBSTONE_VIEW, changes.deletes)
+            try:
+                deleted = int(
+                    con.execute(
+                        f"DELETE FROM {self._name} AS {_STORED}"
+                        f" USING {quote(_TOMBSTONE_VIEW)} AS {_INCOMING}"
+                        f" WHERE {_STORED}._key = {_INCOMING}._key AND {_newer()}"
+                    ).fetchall()[0][0]
+                )
+            finally:
+                con.unregister(_TOMBSTONE_VIEW)
+        rows = changes.upserts
+        if rows.num_rows == 0:
+            return deleted
+        names = rows.column_names
+        key = set(self.spec.key)
+        # Columns this batch lacks are set to NULL: the message is the key's whole new state.
+        # (A column added by this batch is in ``names``; ``_schema`` is the table before it.)
+        absent = [n for n in (self._schema.names if self._schema else []) if n not in names]
+        updates = [f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in key]
+        updates += [f"{quote(n)} = NULL" for n in absent if n not in key]
+        con.register(_BATCH_VIEW, rows)
+        try:
+            con.execute(
+                f"INSERT INTO {self._name} AS {_STORED} ({column_list(names)})"
+                f" SELECT {column_list(names)} FROM {quote(_BATCH_VIEW)}"
+                f" ON CONFLICT ({column_list(self.spec.key)}) DO UPDATE SET {', '.join(updates)}"
+                f" WHERE {_newer('excluded')}"
+            )
+        finally:
+            con.unregister(_BATCH_VIEW)
+        return deleted
 
     def _delete_ranges(self, ranges: dict[int, OffsetRange]) -> int:
         """Remove the rows a replayed batch is about to write again (append tables)."""
@@ -147,6 +204,8 @@ class DuckDBSink:
         """Create the table, or add the batch's new columns, inside the open transaction."""
         con = self._con
         if self._schema is None:
+            if self.spec.mode == "upsert" and rows.num_rows == 0:
+                return False  # the key columns are known with the first row
             if self.spec.db_schema:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.spec.db_schema)}")
             con.register(_BATCH_VIEW, rows.schema.empty_table())
@@ -156,9 +215,14 @@ class DuckDBSink:
                 )
             finally:
                 con.unregister(_BATCH_VIEW)
-            identity = ("_topic", "_partition", "_offset")
-            index = quote(f"{self.spec.table}__offsets")
-            con.execute(f"CREATE UNIQUE INDEX {index} ON {self._name} ({column_list(identity)})")
+            if self.spec.mode == "upsert":
+                # DuckDB cannot update indexed columns in ON CONFLICT: only the key is indexed.
+                index = quote(f"{self.spec.table}__key")
+                unique: tuple[str, ...] = self.spec.key
+            else:
+                index = quote(f"{self.spec.table}__offsets")
+                unique = ("_topic", "_partition", "_offset")
+            con.execute(f"CREATE UNIQUE INDEX {index} ON {self._name} ({column_list(unique)})")
             return True
         for field in new_fields:
             con.register(_BATCH_VIEW, pa.schema([field]).empty_table())
@@ -242,3 +306,12 @@ class DuckDBSink:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _newer(incoming: str = _INCOMING) -> str:
+    """The guard of ``sinks.changes``: is the incoming message newer than the stored row?"""
+    same = f"{_STORED}._topic = {incoming}._topic AND {_STORED}._partition = {incoming}._partition"
+    return (
+        f"(({same} AND {_STORED}._offset <= {incoming}._offset)"
+        f" OR (NOT ({same}) AND {_STORED}._timestamp < {incoming}._timestamp))"
+    )
