@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
+from typing import cast
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -19,6 +20,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from connector.batch import OffsetRange
 from connector.client import ReadPlan
 from kafka_etl.errors import SourceUnavailableError, classify
+
+# One message's Kafka headers as librdkafka returns them: ordered, keys may repeat.
+Headers = list[tuple[str, bytes | None]] | None
 
 
 @dataclass(slots=True)
@@ -33,6 +37,8 @@ class RawBatch:
     timestamps: np.ndarray  # int64, milliseconds since the epoch
     ranges: dict[int, OffsetRange]
     nbytes: int
+    # Per message: ``[(key, value), ...]`` or None; only filled with ``include_headers=True``.
+    headers: list[Headers] | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -46,6 +52,7 @@ class _Chunk:
     offsets: np.ndarray
     timestamps: np.ndarray
     nbytes: int
+    headers: list[Headers] | None = None
 
 
 class BoundedReader:
@@ -60,6 +67,7 @@ class BoundedReader:
         max_bytes: int = 64 * 1024 * 1024,
         chunk: int = 10_000,
         idle_timeout: float = 60.0,
+        include_headers: bool = False,
     ) -> None:
         self._consumer = consumer
         self._plan = plan
@@ -67,6 +75,7 @@ class BoundedReader:
         self._max_bytes = max_bytes
         self._chunk = min(chunk, max_rows)
         self._idle_timeout = idle_timeout
+        self._include_headers = include_headers
         self._position = dict(plan.start)  # next offset to read, per partition
         self._committed = {p: plan.committed_from(p) for p in plan.start}  # the CAS base
         width = max(plan.end, default=-1) + 1
@@ -153,6 +162,9 @@ class BoundedReader:
             offsets=offsets,
             timestamps=np.fromiter((m.timestamp()[1] for m in messages), np.int64, len(messages)),
             nbytes=sum(map(len, filter(None, values))),
+            headers=(
+                [cast(Headers, m.headers()) for m in messages] if self._include_headers else None
+            ),
         )
 
     def _advance(self, partitions: np.ndarray, offsets: np.ndarray) -> None:
@@ -210,6 +222,7 @@ class BoundedReader:
                 c.timestamps,
                 ranges,
                 c.nbytes,
+                c.headers,
             )
         return RawBatch(
             topic=self._plan.topic,
@@ -220,6 +233,11 @@ class BoundedReader:
             timestamps=np.concatenate([c.timestamps for c in chunks] or [np.empty(0, np.int64)]),
             ranges=ranges,
             nbytes=sum(c.nbytes for c in chunks),
+            headers=(
+                list(chain.from_iterable(c.headers or () for c in chunks))
+                if self._include_headers
+                else None
+            ),
         )
 
     @property
