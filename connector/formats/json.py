@@ -1,0 +1,109 @@
+"""JSON objects to Arrow, vectorised: every value of a batch in one ``pyarrow.json`` call.
+
+Values are joined with newlines and parsed in one multi-threaded C++ call. Only when that fails,
+or yields a different number of rows than there were values, are the values looked at in parts:
+the batch is bisected until each failing part is one message (its own reason), and the good
+parts are joined again. A field whose type differs between messages (a number here, text there)
+keeps the type it had first; the later messages that carry the other type are set aside.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.json as pj
+
+from connector.formats.base import MALFORMED, Decoded, Failure
+from connector.formats.unify import combine
+
+_ROW_SUFFIX = re.compile(r"\s*in row \d+$")
+_MIN_BLOCK = 4 << 20
+_SMALL = 8  # parts this small are parsed message by message
+
+
+class JsonFormat:
+    """JSON objects, one per message; ``explicit`` fixes the Arrow type of some fields."""
+
+    def __init__(self, explicit: pa.Schema | None = None) -> None:
+        self.explicit = explicit
+
+    def decode_values(self, values: Sequence[bytes]) -> Decoded:
+        n = len(values)
+        if not n:
+            return Decoded(pa.table({}), np.empty(0, np.int64))
+        table = self._parse(values)
+        if table is not None:
+            return Decoded(table, np.arange(n, dtype=np.int64))
+        failures: dict[int, Failure] = {}
+        parts: list[tuple[np.ndarray, pa.Table]] = []
+        self._bisect(values, np.arange(n, dtype=np.int64), parts, failures)
+        table, rows = combine(parts, failures)
+        return Decoded(table, rows, failures)
+
+    # -- parsing -----------------------------------------------------------------------------
+    def _parse(self, values: Sequence[bytes]) -> pa.Table | None:
+        """One table for all values, or None if they do not parse as one object each."""
+        try:
+            table = self._read(values)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        return table if table.num_rows == len(values) else None
+
+    def _read(self, values: Sequence[bytes]) -> pa.Table:
+        data = b"\n".join(values)
+        # A value with a raw newline (pretty-printed JSON) needs the slower, exact splitter.
+        embedded_newlines = data.count(b"\n") != len(values) - 1
+        longest = max(map(len, values))
+        return pj.read_json(
+            io.BytesIO(data),
+            read_options=pj.ReadOptions(block_size=max(_MIN_BLOCK, 2 * longest + 2)),
+            parse_options=self._parse_options(embedded_newlines),
+        )
+
+    def _parse_options(self, newlines_in_values: bool) -> pj.ParseOptions:
+        if self.explicit is None:
+            return pj.ParseOptions(newlines_in_values=newlines_in_values)
+        return pj.ParseOptions(
+            explicit_schema=self.explicit,
+            unexpected_field_behavior="infer",
+            newlines_in_values=newlines_in_values,
+        )
+
+    def _bisect(
+        self,
+        values: Sequence[bytes],
+        index: np.ndarray,
+        parts: list[tuple[np.ndarray, pa.Table]],
+        failures: dict[int, Failure],
+    ) -> None:
+        """Split ``index`` until every part parses or is one failing message (error path)."""
+        if len(index) <= _SMALL:
+            for i in index.tolist():
+                table, reason = self._single(values[i])
+                if table is None:
+                    failures[i] = Failure(MALFORMED, reason)
+                else:
+                    parts.append((np.array([i], np.int64), table))
+            return
+        table = self._parse([values[i] for i in index.tolist()])
+        if table is not None:
+            parts.append((index, table))
+            return
+        half = len(index) // 2
+        self._bisect(values, index[:half], parts, failures)
+        self._bisect(values, index[half:], parts, failures)
+
+    def _single(self, value: bytes) -> tuple[pa.Table | None, str]:
+        if not value.strip():
+            return None, "value is empty, not a JSON object"
+        try:
+            table = pj.read_json(io.BytesIO(value), parse_options=self._parse_options(True))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            return None, f"not a valid JSON object: {_ROW_SUFFIX.sub('', str(exc))}"
+        if table.num_rows != 1:
+            return None, f"expected one JSON object, found {table.num_rows}"
+        return table, ""
