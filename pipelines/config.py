@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kafka_etl.errors import ConfigError, redact
 
@@ -23,6 +31,45 @@ _SECRET_KEYS = ("password", "secret", "token", "sasl.oauthbearer.config")
 _RESERVED_KAFKA_KEYS = frozenset(
     {"enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset", "enable.partition.eof"}
 )
+Format = Literal["json", "avro", "protobuf", "json_schema", "string", "bytes"]
+_REGISTRY_FORMATS = frozenset({"avro", "protobuf", "json_schema"})
+
+
+class SchemaRegistrySettings(BaseModel):
+    """A Confluent-compatible schema registry (confluent-kafka client settings)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    url: str = Field(min_length=1, description="http(s)://host:port[/path], comma-separated")
+    basic_auth_user_info: SecretStr | None = Field(
+        default=None, alias="basic.auth.user.info", description="user:password"
+    )
+    ssl_ca_location: str | None = Field(default=None, alias="ssl.ca.location")
+    ssl_certificate_location: str | None = Field(default=None, alias="ssl.certificate.location")
+    ssl_key_location: str | None = Field(default=None, alias="ssl.key.location")
+    ssl_key_password: SecretStr | None = Field(default=None, alias="ssl.key.password")
+    timeout: float | None = Field(default=None, gt=0, description="seconds per request")
+    max_retries: int | None = Field(default=None, ge=0, alias="max.retries")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        for url in value.split(","):
+            if not url.strip().startswith(("http://", "https://", "mock://")):
+                msg = f"not an http(s) URL: {redact(url.strip())!r}"
+                raise ValueError(msg)
+        return value
+
+    def client_config(self) -> dict[str, Any]:
+        """The settings as confluent-kafka's ``SchemaRegistryClient`` takes them."""
+        conf: dict[str, Any] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if value is not None:
+                conf[field.alias or name] = value
+        return conf
 
 
 class Pipeline(BaseModel):
@@ -32,7 +79,15 @@ class Pipeline(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
     topic: str = Field(min_length=1)
-    format: Literal["json"] = "json"
+    format: Format = "json"
+    key_format: Format = Field(default="string", description="how to decode keys into _key")
+    avro_schema_file: str | None = Field(
+        default=None, description="plain Avro values (no registry): the writer schema, .avsc"
+    )
+    include_headers: bool = Field(default=False, description="add a _headers column")
+    schema_registry: SchemaRegistrySettings | None = Field(
+        default=None, description="defaults to the project's schema_registry"
+    )
     target: str = Field(min_length=1, description="duckdb:///file.duckdb or any SQLAlchemy URL")
     table: str = Field(min_length=1)
     db_schema: str | None = Field(default=None, alias="schema")
@@ -87,7 +142,28 @@ class Pipeline(BaseModel):
         if reserved:
             msg = f"kafka setting {sorted(reserved)[0]!r} is managed by kafka-etl"
             raise ValueError(msg)
+        self._check_formats()
         return self
+
+    def _check_formats(self) -> None:
+        if self.avro_schema_file is not None and self.format != "avro":
+            msg = f"'avro_schema_file' is for format 'avro', not {self.format!r}"
+            raise ValueError(msg)
+        if self.schema_registry is None:
+            for field, fmt in (("format", self.format), ("key_format", self.key_format)):
+                plain_avro = field == "format" and self.avro_schema_file is not None
+                if fmt in _REGISTRY_FORMATS and not plain_avro:
+                    msg = (
+                        f"{field} {fmt!r} needs a schema registry: set 'schema_registry: {{url:"
+                        " ...}}' in the file or on the pipeline"
+                        + (" (or 'avro_schema_file' for plain Avro)" if fmt == "avro" else "")
+                    )
+                    raise ValueError(msg)
+        if self.columns and self.format not in ("json", "json_schema"):
+            msg = (
+                f"'columns' fixes JSON types; format {self.format!r} takes its types from the data"
+            )
+            raise ValueError(msg)
 
     @property
     def consumer_group(self) -> str:
@@ -105,8 +181,37 @@ class Project(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kafka: dict[str, str | int | float | bool]
+    schema_registry: SchemaRegistrySettings | None = None
     pipelines: dict[str, Pipeline]
     source: str = "<memory>"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pipeline_defaults(cls, data: Any) -> Any:
+        """Pipelines inherit the file's schema registry; ``avro_schema_file`` is relative to
+        the pipelines file."""
+        if not isinstance(data, dict) or not isinstance(data.get("pipelines"), dict):
+            return data
+        registry = data.get("schema_registry")
+        source = Path(str(data.get("source", "<memory>")))
+        base = source.parent if source.is_file() else Path.cwd()
+        pipelines = {}
+        for name, body in data["pipelines"].items():
+            if isinstance(body, dict):
+                body = dict(body)
+                if registry is not None and body.get("schema_registry") is None:
+                    body["schema_registry"] = registry
+                schema_file = body.get("avro_schema_file")
+                if isinstance(schema_file, str) and schema_file:
+                    path = (base / schema_file).resolve()
+                    if not path.is_file():
+                        msg = (
+                            f"{source}: pipeline {name!r}, field 'avro_schema_file': no file {path}"
+                        )
+                        raise ConfigError(msg)
+                    body["avro_schema_file"] = str(path)
+            pipelines[name] = body
+        return {**data, "pipelines": pipelines}
 
     @field_validator("kafka")
     @classmethod

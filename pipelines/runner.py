@@ -29,7 +29,7 @@ from connector.client import (
     plan_read,
     watermarks,
 )
-from connector.decode import JsonDecoder
+from connector.formats import Decoder, build_decoder
 from connector.reader import BoundedReader, RawBatch
 from connector.types import parse_arrow_type
 from kafka_etl.errors import TerminalError
@@ -147,13 +147,22 @@ def _connections(project: Project, pipeline: Pipeline) -> Iterator[tuple[Sink, C
         sink.close()
 
 
-def decoder_for(pipeline: Pipeline) -> JsonDecoder:
+def decoder_for(pipeline: Pipeline) -> Decoder:
+    """The pipeline's decoder: its value and key formats, registry and columns."""
     explicit = None
     if pipeline.columns:
         explicit = pa.schema(
             [pa.field(name, parse_arrow_type(t, name)) for name, t in pipeline.columns.items()]
         )
-    return JsonDecoder(explicit)
+    registry = pipeline.schema_registry
+    return build_decoder(
+        pipeline.format,
+        pipeline.key_format,
+        schema_registry=registry.client_config() if registry is not None else None,
+        avro_schema_file=pipeline.avro_schema_file,
+        explicit=explicit,
+        include_headers=pipeline.include_headers,
+    )
 
 
 def run_pipeline(
@@ -253,7 +262,11 @@ def _load(
         on_start(plan)
     decoder = decoder_for(pipeline)
     reader = BoundedReader(
-        consumer, plan, max_rows=pipeline.batch_max_rows, max_bytes=pipeline.batch_max_bytes
+        consumer,
+        plan,
+        max_rows=pipeline.batch_max_rows,
+        max_bytes=pipeline.batch_max_bytes,
+        include_headers=pipeline.include_headers,
     )
     tally = _Tally()
 
