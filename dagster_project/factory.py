@@ -8,6 +8,7 @@ from dagster import (
     DefaultSensorStatus,
     Definitions,
     define_asset_job,
+    in_process_executor,
 )
 
 from dagster_project.assets import (
@@ -40,7 +41,8 @@ def build_definitions(
     ``<name>_replay`` jobs, a schedule when ``schedule:`` is set, and a lag sensor.
 
     Pipelines writing to one DuckDB file share one op (and pool), so the file is never opened
-    by two runs at once; pipelines on SQL databases get an op (and a pool) each.
+    by two runs at once; pipelines on SQL databases get an op (and a pool) each. The jobs run
+    their single op in the run's own process (no second process to start per run).
     """
     translator = translator or KafkaEtlTranslator()
     datas = pipeline_data(project, None)
@@ -64,6 +66,7 @@ def build_definitions(
             selection=AssetSelection.assets(table.key),
             description=f"Load {data.pipeline.topic} into {data.pipeline.table} (with checks).",
             tags=tags,
+            executor_def=in_process_executor,
         )
         replay_job = define_asset_job(
             f"{data.job_prefix}_replay",
@@ -73,6 +76,7 @@ def build_definitions(
                 f" {data.pipeline.table}; the checkpoint never moves."
             ),
             tags=tags,
+            executor_def=in_process_executor,
         )
         jobs += [load_job, replay_job]
         schedule = load_schedule(data, load_job, schedule_status)
