@@ -350,10 +350,10 @@ class Message(Reader):
         self, cur: Cursor, owner: np.ndarray, starts: np.ndarray, lengths: np.ndarray
     ) -> pa.Array:
         child = Cursor(cur.data, starts, starts + lengths)
-        array = self.decode(child)
+        array = self.convert(child, np.arange(len(starts)), self.decode(child))
         for i, reason in child.failures().items():
             cur.fail(owner[i : i + 1], f"{self.desc.name}: {reason}")
-        return self.convert(child, owner, array)
+        return array
 
     def decode(self, cur: Cursor) -> pa.StructArray:
         n = len(cur.pos)
@@ -382,7 +382,7 @@ class Message(Reader):
             bounds = offsets[np.append(first, len(tokens.row))]
             data = np.frombuffer(payload + bytes(PAD), np.uint8)
             merged = Cursor(data, bounds[:-1], bounds[1:])
-            values = self.convert(merged, rows, self.decode(merged))
+            values = self.convert(merged, np.arange(len(rows)), self.decode(merged))
             for i, reason in merged.failures().items():
                 cur.fail(rows[i : i + 1], f"{self.desc.name}: {reason}")
         else:
@@ -392,36 +392,40 @@ class Message(Reader):
         index[rows] = np.arange(len(rows))
         return values.take(pa.array(index, mask=index < 0))
 
-    def convert(self, cur: Cursor, owner: np.ndarray, struct: pa.StructArray) -> pa.Array:
-        """The column for decoded occurrences (well-known types turn structs into scalars)."""
+    def convert(self, cur: Cursor, rows: np.ndarray, struct: pa.StructArray) -> pa.Array:
+        """The column for decoded occurrences (well-known types turn structs into scalars);
+        ``rows`` are the occurrences' rows in ``cur``."""
         return struct
 
 
 class Timestamp(Message):
-    """seconds + nanos -> microseconds; values outside what the type allows fail the message."""
+    """seconds + nanos -> microseconds (sub-microsecond digits dropped, toward zero); values
+    outside what the type allows fail the message."""
 
     arrow = pa.timestamp("us", tz="UTC")
-    limit = (-62_135_596_800, 253_402_300_799)  # 0001-01-01 to 9999-12-31, as in timestamp.proto
+    seconds_range = (-62_135_596_800, 253_402_300_799)  # 0001-01-01 .. 9999-12-31
+    nanos_range = (0, 999_999_999)
 
     def finish(self) -> None:
         super().finish()
         self.type = self.arrow
 
-    def convert(self, cur: Cursor, owner: np.ndarray, struct: pa.StructArray) -> pa.Array:
+    def convert(self, cur: Cursor, rows: np.ndarray, struct: pa.StructArray) -> pa.Array:
         seconds = np.asarray(struct.field(0).fill_null(0), np.int64)
         nanos = np.asarray(struct.field(1).fill_null(0), np.int64)
-        bad = (seconds < self.limit[0]) | (seconds > self.limit[1]) | (nanos < -999_999_999)
-        bad |= nanos > 999_999_999
+        bad = (seconds < self.seconds_range[0]) | (seconds > self.seconds_range[1])
+        bad |= (nanos < self.nanos_range[0]) | (nanos > self.nanos_range[1])
         if bad.any():
-            cur.fail(owner[bad], f"{self.desc.name} out of range")
+            cur.fail(rows[bad], f"{self.desc.name} out of range")
             seconds, nanos = np.where(bad, 0, seconds), np.where(bad, 0, nanos)
-        micros = seconds * 1_000_000 + nanos // 1000
+        micros = seconds * 1_000_000 + np.sign(nanos) * (np.abs(nanos) // 1000)
         return pa.array(micros, self.arrow, mask=np.asarray(struct.is_null()))
 
 
 class Duration(Timestamp):
     arrow = pa.duration("us")
-    limit = (-315_576_000_000, 315_576_000_000)  # +-10,000 years, as in duration.proto
+    seconds_range = (-315_576_000_000, 315_576_000_000)  # +-10,000 years, as in duration.proto
+    nanos_range = (-999_999_999, 999_999_999)
 
 
 class Wrapper(Message):
@@ -429,7 +433,7 @@ class Wrapper(Message):
         super().finish()
         self.type = self.fields[0][1].type
 
-    def convert(self, cur: Cursor, owner: np.ndarray, struct: pa.StructArray) -> pa.Array:
+    def convert(self, cur: Cursor, rows: np.ndarray, struct: pa.StructArray) -> pa.Array:
         return struct.field(0)  # a present wrapper holds a value (its default if unset)
 
 
