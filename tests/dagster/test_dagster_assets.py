@@ -1,14 +1,20 @@
 """Pipelines as Dagster assets, materialized in process against the real broker."""
 
-from __future__ import annotations
-
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from dagster import AssetKey, DagsterInstance, EnvVar, materialize
+from dagster import AssetExecutionContext, AssetKey, DagsterInstance, EnvVar, materialize
 
-from dagster_project import KafkaEtlTranslator, PipelineTranslatorData
+from dagster_project import (
+    KafkaEtlResource,
+    KafkaEtlTranslator,
+    PipelineTranslatorData,
+    kafka_etl_assets,
+)
+from pipelines.config import load_project
 from tests.dagster.support import (
     EVENTS,
     TARGET,
@@ -148,3 +154,22 @@ def test_no_connection_secret_reaches_metadata_or_logs(
     # Not vacuous: the password does reach the consumer settings, in memory only.
     in_memory = resource(path, sasl_username="etl", sasl_password=secret).load_project()
     assert in_memory.kafka["sasl.password"] == secret
+
+
+def test_the_factory_used_directly_as_in_the_readme(
+    tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory, produce: Produce
+) -> None:
+    topic = topic_factory(1)
+    produce(topic, events(0, 12))
+    path = write_pipelines(
+        tmp_path, kafka_bootstrap, {"events": {"topic": topic, "target": TARGET, "table": "events"}}
+    )
+
+    @kafka_etl_assets(project=load_project(path), pipelines=["events"])
+    def warehouse(context: AssetExecutionContext, kafka_etl: KafkaEtlResource) -> Iterator[Any]:
+        yield from kafka_etl.run(context)
+
+    assert warehouse.op.pool is not None and warehouse.op.pool.startswith("kafka_etl/duckdb/")
+    result = materialize([warehouse], resources={"kafka_etl": resource(path)})
+    assert materializations(result)[EVENTS]["rows_loaded"] == 12
+    assert checks(result)["offset_continuity"].passed
