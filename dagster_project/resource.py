@@ -82,19 +82,30 @@ class KafkaEtlResource(ConfigurableResource):
 
     # -- loads -----------------------------------------------------------------------------
     def run(self, context: AssetExecutionContext) -> Iterator[MaterializeResult | AssetCheckResult]:
-        """Load every selected pipeline, then evaluate its selected checks, in this op."""
-        project = self.load_project()
+        """Load every selected pipeline, then evaluate its selected checks, in this op.
+
+        A pipeline that fails does not stop the others of the op; the op then fails with one
+        line per failure (retryable by a Dagster retry policy only if every one is transient).
+        """
+        try:
+            project = self.load_project()
+        except KafkaEtlError as exc:
+            raise Failure(description=str(exc), allow_retries=False) from None
         selected = set(context.selected_asset_keys)
         check_keys = set(context.selected_asset_check_keys)
-        failures: list[str] = []
+        failures: list[tuple[str, KafkaEtlError]] = []
         for key, name in _pipelines(context).items():
-            data = PipelineTranslatorData(project, project.pipeline(name))
+            try:
+                data = PipelineTranslatorData(project, project.pipeline(name))
+            except KafkaEtlError as exc:
+                failures.append((f"asset {key.to_user_string()}", exc))
+                continue
             if key in selected:
                 try:
                     result = self._load(context, data)
                 except KafkaEtlError as exc:
-                    context.log.error(f"pipeline {name!r}: {exc}")
-                    failures.append(f"pipeline {name!r}: {exc}")
+                    context.log.error(_located(f"pipeline {name!r}", exc))
+                    failures.append((f"pipeline {name!r}", exc))
                     continue
                 yield MaterializeResult(
                     asset_key=key, metadata=result_metadata(result, data.table_name)
@@ -103,9 +114,12 @@ class KafkaEtlResource(ConfigurableResource):
                 try:
                     yield _evaluate(check_key, data)
                 except KafkaEtlError as exc:
-                    failures.append(f"pipeline {name!r}, check {check_key.name!r}: {exc}")
+                    failures.append((f"pipeline {name!r}, check {check_key.name!r}", exc))
         if failures:
-            raise Failure(description="\n".join(failures), allow_retries=False)
+            raise Failure(
+                description="\n".join(_located(where, exc) for where, exc in failures),
+                allow_retries=all(exc.transient for _, exc in failures),
+            )
 
     def _load(self, context: AssetExecutionContext, data: PipelineTranslatorData) -> RunResult:
         name = data.pipeline.name
@@ -147,7 +161,8 @@ class KafkaEtlResource(ConfigurableResource):
                 on_progress=log.step,
             )
         except KafkaEtlError as exc:
-            raise Failure(description=f"pipeline {name!r}: {exc}", allow_retries=False) from exc
+            description = _located(f"pipeline {name!r}", exc)
+            raise Failure(description=description, allow_retries=exc.transient) from exc
         metadata = result_metadata(result, data.table_name, replay=True)
         if since is not None and until is not None:
             metadata["replay_from"] = MetadataValue.text(since.isoformat())
@@ -174,6 +189,12 @@ def _pipelines(context: AssetExecutionContext) -> dict[AssetKey, str]:
         for key, spec in context.assets_def.specs_by_key.items()
         if META_PIPELINE in spec.metadata
     }
+
+
+def _located(where: str, exc: KafkaEtlError) -> str:
+    """``where: message``, unless the message already starts by naming the same thing."""
+    text = str(exc)
+    return text if text.startswith(where) else f"{where}: {text}"
 
 
 def _evaluate(key: AssetCheckKey, data: PipelineTranslatorData) -> AssetCheckResult:
