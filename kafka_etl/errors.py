@@ -91,7 +91,7 @@ def classify(exc: BaseException, where: str) -> KafkaEtlError:
     name = type(exc).__name__
     if module == "cimpl" or module == "confluent_kafka":
         return _classify_kafka(exc, message)
-    if module == "duckdb":
+    if module in ("duckdb", "_duckdb"):  # duckdb 2 raises from its C module, _duckdb
         if name in {"IOException", "ConnectionException"} or "lock" in str(exc).lower():
             return SinkUnavailableError(message)
         if name == "TransactionException":
@@ -118,6 +118,13 @@ def classify(exc: BaseException, where: str) -> KafkaEtlError:
 # (serialization failure, deadlock), insufficient resources, operator intervention, lock timeout.
 _PG_TRANSIENT_CLASSES = ("08", "40", "53", "57")
 _PG_TRANSIENT_CODES = {"55P03", "55006"}
+# libpq reports a refused login without a SQLSTATE; retrying it cannot help.
+_PG_CONNECT_REFUSALS = (
+    "authentication failed",
+    "pg_hba.conf",
+    "does not exist",
+    "permission denied",
+)
 # MySQL/MariaDB error numbers worth a retry: lock wait timeout, deadlock, "record has changed
 # since last read" (MariaDB snapshot isolation), too many connections, server shutdown,
 # connection lost or refused, killed connection, idle disconnect.
@@ -136,7 +143,10 @@ def _database_transient(driver_error: BaseException) -> bool | None:
     module = type(driver_error).__module__.split(".")[0]
     if module == "psycopg":
         state = getattr(driver_error, "sqlstate", None)
-        if not state:  # no server answer: connecting failed or the connection broke
+        if not state:  # connecting failed (no SQLSTATE then) or the connection broke
+            text = str(driver_error).lower()
+            if any(marker in text for marker in _PG_CONNECT_REFUSALS):
+                return False
             return type(driver_error).__name__ in {"OperationalError", "InterfaceError"}
         return state[:2] in _PG_TRANSIENT_CLASSES or state in _PG_TRANSIENT_CODES
     if module == "pymysql":
