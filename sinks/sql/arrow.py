@@ -65,6 +65,39 @@ def utc_wall_time(rows: pa.Table) -> pa.Table:
     return rows
 
 
+def driver_values(rows: pa.Table, dialect_name: str) -> pa.Table:
+    """Columns as the DB-API driver binds them without SQLAlchemy's type processing.
+
+    psycopg takes zoned datetimes; PyMySQL takes UTC wall time; sqlite3 gets the exact text
+    SQLAlchemy's SQLite types store (fixed-width, so stored timestamps compare as text).
+    """
+    if dialect_name == "postgresql":
+        return rows
+    rows = utc_wall_time(rows)
+    if dialect_name != "sqlite":
+        return rows
+    for i, field in enumerate(rows.schema):
+        t = field.type
+        if pa.types.is_timestamp(t):
+            text = rows.column(i).cast(pa.timestamp("us")).cast(pa.string())
+        elif pa.types.is_date(t):
+            text = rows.column(i).cast(pa.string())
+        elif pa.types.is_time(t):
+            text = rows.column(i).cast(pa.time64("us")).cast(pa.string())
+        elif pa.types.is_decimal(t):
+            text = rows.column(i).cast(pa.float64())
+        else:
+            continue
+        rows = rows.set_column(i, field.name, text)
+    return rows
+
+
+def parameter_tuples(rows: pa.Table, order: list[int]) -> list[tuple[Any, ...]]:
+    """One tuple per row, of the columns in ``order`` (positional paramstyles)."""
+    columns = [rows.column(i).to_pylist() for i in order]
+    return list(zip(*columns, strict=True))
+
+
 def parameter_sets(rows: pa.Table) -> list[dict[str, Any]]:
     """One ``{"p0": ..., "p1": ...}`` dict per row, in column order."""
     names = [f"p{i}" for i in range(rows.num_columns)]

@@ -28,7 +28,13 @@ from sqlalchemy.engine import Connection, Dialect
 
 from connector.batch import OffsetRange
 from sinks.sql import pgcopy, statements
-from sinks.sql.arrow import csv_for_copy, parameter_sets, utc_wall_time
+from sinks.sql.arrow import (
+    csv_for_copy,
+    driver_values,
+    parameter_sets,
+    parameter_tuples,
+    utc_wall_time,
+)
 
 _MAX_CHUNK_ROWS = 10_000
 _COPY_CHUNK = 1 << 20
@@ -36,7 +42,13 @@ _stage_names = count()
 
 
 class Loader:
-    """executemany, chunked to the dialect's parameter limits."""
+    """executemany of one compiled statement, chunked to the dialect's parameter limits.
+
+    The statement is compiled once per batch and handed to the driver with plain tuples
+    (``exec_driver_sql``): values are still bound by the driver, but SQLAlchemy's per-row
+    parameter processing is skipped, so the few conversions it would do are done on the Arrow
+    columns instead (``sinks.sql.arrow.driver_values``).
+    """
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -46,7 +58,8 @@ class Loader:
         self, conn: Connection, table: sa.Table, rows: pa.Table, json_columns: Collection[str]
     ) -> int:
         binds = statements.value_binds(table, rows.column_names, json_columns, self.dialect.name)
-        return self._execute_many(conn, statements.insert_values(table, binds), rows)
+        self._execute_many(conn, statements.insert_values(table, binds), rows)
+        return rows.num_rows
 
     def upsert(
         self,
@@ -58,23 +71,14 @@ class Loader:
     ) -> int:
         binds = statements.value_binds(table, rows.column_names, json_columns, self.dialect.name)
         statement = statements.upsert_values(table, binds, key, self.dialect.name)
-        return self._execute_many(conn, statement, rows)
+        self._execute_many(conn, statement, rows)
+        return rows.num_rows
 
     def delete_tombstones(self, conn: Connection, table: sa.Table, tombstones: pa.Table) -> int:
         """Guarded deletes by Kafka key; returns the rows deleted."""
-        if tombstones.num_rows == 0:
-            return 0
         names = [*statements.ORDER_COLUMNS, "_key"]
-        params = parameter_sets(self._driver_values(tombstones.select(names)))
-        for p in params:
-            p["k"] = p.pop("p4")
-        deleted = 0
-        for start in range(0, len(params), _MAX_CHUNK_ROWS):
-            result = conn.execute(
-                statements.delete_tombstones(table), params[start : start + _MAX_CHUNK_ROWS]
-            )
-            deleted += max(result.rowcount, 0)
-        return deleted
+        statement = statements.delete_tombstones(table)
+        return self._execute_many(conn, statement, tombstones.select(names))
 
     def delete_ranges(
         self, conn: Connection, table: sa.Table, topic: str, ranges: Sequence[OffsetRange]
@@ -86,18 +90,26 @@ class Loader:
             deleted += max(result.rowcount, 0)
         return deleted
 
-    def _execute_many(self, conn: Connection, statement: sa.Executable, rows: pa.Table) -> int:
+    def _execute_many(self, conn: Connection, statement: sa.ClauseElement, rows: pa.Table) -> int:
+        """Run ``statement`` (parameters ``p0..pN`` = the columns of ``rows``) once per row;
+        returns the rows it affected as the driver counts them."""
         if rows.num_rows == 0:
             return 0
+        compiled = statement.compile(dialect=conn.dialect)
+        values = driver_values(rows, conn.dialect.name)
+        order: list[str] | None = getattr(compiled, "positiontup", None)
         step = max(1, min(_MAX_CHUNK_ROWS, self._limit // max(rows.num_columns, 1)))
-        values = self._driver_values(rows)
+        affected = 0
         for start in range(0, values.num_rows, step):
-            conn.execute(statement, parameter_sets(values.slice(start, step)))
-        return rows.num_rows
-
-    def _driver_values(self, rows: pa.Table) -> pa.Table:
-        # PostgreSQL keeps zoned timestamps; the others store UTC wall time.
-        return rows if self.dialect.name == "postgresql" else utc_wall_time(rows)
+            chunk = values.slice(start, step)
+            params: Any = (
+                parameter_tuples(chunk, [int(name[1:]) for name in order])
+                if order is not None
+                else parameter_sets(chunk)
+            )
+            result = conn.exec_driver_sql(compiled.string, params)
+            affected += max(result.rowcount, 0)
+        return affected
 
 
 class CopyLoader(Loader):

@@ -166,8 +166,11 @@ class SqlSink:
         if self._table is None:
             if rows.num_rows == 0:
                 return ()
-            tables.target_table(rows.schema, self.spec, dialect).create(conn)
-            self._table, self._schema = self._reflect(conn)
+            table = tables.target_table(rows.schema, self.spec, dialect)
+            table.create(conn)
+            # The definition just created is what reflection would return (and reflecting costs
+            # a dozen catalog queries on PostgreSQL, on the first batch of every table).
+            self._table, self._schema = table, tables.arrow_schema(conn, table, reflected=False)
             return ()
         if not new_fields:
             return ()

@@ -131,15 +131,14 @@ def absent_columns(table: sa.Table, names: Sequence[str], key: tuple[str, ...]) 
 def delete_tombstones(table: sa.Table) -> sa.Delete:
     """Delete the rows with the tombstone's ``_key`` that are older than the tombstone.
 
-    Parameters: ``k`` (the Kafka key) and ``p0..p3`` (its topic, partition, offset, timestamp).
+    Parameters: ``p0..p3`` (the tombstone's topic, partition, offset, timestamp), ``p4`` its key.
     """
     incoming = {
         name: sa.bindparam(f"p{i}", type_=table.c[name].type)
         for i, name in enumerate(ORDER_COLUMNS)
     }
-    return sa.delete(table).where(
-        table.c._key == sa.bindparam("k", type_=table.c._key.type), newer(table.c, incoming)
-    )
+    key = sa.bindparam(f"p{len(ORDER_COLUMNS)}", type_=table.c._key.type)
+    return sa.delete(table).where(table.c._key == key, newer(table.c, incoming))
 
 
 def delete_ranges(table: sa.Table, topic: str) -> sa.Delete:

@@ -56,7 +56,8 @@ def check_name(name: str, dialect: Dialect, what: str) -> str | None:
         return f"{what} name is empty"
     if "\x00" in name:
         return f"{what} name {name!r} contains a NUL character"
-    limit = dialect.max_identifier_length
+    # SQLAlchemy's MySQL dialect reports 255, but table and column names stop at 64.
+    limit = 64 if is_mysql(dialect) else dialect.max_identifier_length
     size = len(name.encode()) if dialect.name == "postgresql" else len(name)
     unit = "bytes" if dialect.name == "postgresql" else "characters"
     if limit and size > limit:
@@ -129,7 +130,10 @@ def target_table(schema: pa.Schema, spec: TableSpec, dialect: Dialect) -> sa.Tab
                 f" which kafka-etl cannot store in {dialect.name}"
             )
             raise SchemaConflictError(msg)
-        columns.append(sa.Column(field.name, sql, nullable=field.name not in key))
+        # Never AUTO_INCREMENT/SERIAL: a key is data (MariaDB would replace an id of 0).
+        columns.append(
+            sa.Column(field.name, sql, nullable=field.name not in key, autoincrement=False)
+        )
     table = sa.Table(
         spec.table,
         sa.MetaData(),
@@ -172,11 +176,36 @@ def new_column(table: sa.Table, field: pa.Field, spec: TableSpec, dialect: Diale
 def reflect(conn: Connection, spec: TableSpec) -> sa.Table | None:
     if not sa.inspect(conn).has_table(spec.table, schema=spec.db_schema):
         return None
-    return sa.Table(spec.table, sa.MetaData(), schema=spec.db_schema, autoload_with=conn)
+    table = sa.Table(spec.table, sa.MetaData(), schema=spec.db_schema, autoload_with=conn)
+    if is_mysql(conn.dialect) and any("``" in c.name for c in table.columns):
+        table = _unescape_backticks(table)
+    return table
 
 
-def arrow_schema(conn: Connection, table: sa.Table) -> pa.Schema:
-    json_columns = _mariadb_json_columns(conn, table) if is_mysql(conn.dialect) else set()
+def _unescape_backticks(table: sa.Table) -> sa.Table:
+    """SQLAlchemy's MySQL reflection keeps a backtick in a name doubled (``a``b`` -> a``b)."""
+
+    def name(n: str) -> str:
+        return n.replace("``", "`")
+
+    columns = [
+        sa.Column(
+            name(c.name),
+            c.type,
+            nullable=c.nullable,
+            primary_key=c.primary_key,
+            autoincrement=False,
+        )
+        for c in table.columns
+    ]
+    return sa.Table(table.name, sa.MetaData(), *columns, schema=table.schema)
+
+
+def arrow_schema(conn: Connection, table: sa.Table, *, reflected: bool = True) -> pa.Schema:
+    """The table's columns as Arrow types (``reflected=False``: a definition made here, whose
+    JSON columns still have their JSON type, so MariaDB's catalog need not be asked)."""
+    mariadb_json = reflected and is_mysql(conn.dialect)
+    json_columns = _mariadb_json_columns(conn, table) if mariadb_json else set()
     return pa.schema(
         [
             pa.field(c.name, arrow_type(c.type, conn.dialect, json=c.name in json_columns))
@@ -194,7 +223,11 @@ def has_unique_key(conn: Connection, table: sa.Table, key: tuple[str, ...]) -> b
     indexes = inspector.get_indexes(table.name, schema=table.schema)
     candidates: list[list[str | None]] = [list(u["column_names"]) for u in uniques]
     candidates += [list(i["column_names"]) for i in indexes if i.get("unique")]
-    return any(set(c) == wanted for c in candidates)
+    fix = is_mysql(conn.dialect)  # see _unescape_backticks
+    return any(
+        {(n or "").replace("``", "`") if fix else n for n in names} == wanted
+        for names in candidates
+    )
 
 
 def _mariadb_json_columns(conn: Connection, table: sa.Table) -> set[str]:
