@@ -1,0 +1,353 @@
+"""Every sink (DuckDB, PostgreSQL, MariaDB, SQLite) against a real broker: exactly once, upsert
+with tombstones, replays, identifiers that look like SQL, and crashes at random moments."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from pipelines.runner import replay_pipeline, run_pipeline
+from sinks.factory import resolve_target
+from tests.fixtures.databases import sinks
+from tests.fixtures.kafka import Produce, TopicFactory, produce_json
+from tests.helpers import (
+    assert_rows_match_checkpoints,
+    checkpoints,
+    cli,
+    events,
+    expected_offsets,
+    high_watermarks,
+    kill_loop,
+    project_for,
+    table_offsets,
+    write_pipelines,
+)
+
+
+def fetch(
+    target: str, base_dir: Path, query: str | sa.Executable, *, write: bool = False
+) -> list[tuple[Any, ...]]:
+    """Run one statement on a pipeline's target (DuckDB through its own driver)."""
+    url = resolve_target(target, base_dir)
+    if url.get_backend_name() == "duckdb":
+        import duckdb
+        from sqlalchemy.dialects import postgresql
+
+        if not isinstance(query, str):
+            # DuckDB quotes like PostgreSQL; "named" keeps a % in a name from being doubled.
+            compiled = query.compile(
+                dialect=postgresql.dialect(paramstyle="named"),
+                compile_kwargs={"literal_binds": True},
+            )
+            query = str(compiled)
+        con = duckdb.connect(url.database or ":memory:", read_only=not write)
+        try:
+            cursor = con.execute(query)
+            return [] if write else [tuple(r) for r in cursor.fetchall()]
+        finally:
+            con.close()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(query) if isinstance(query, str) else query)
+            return [] if write else [tuple(r) for r in result]
+    finally:
+        engine.dispose()
+
+
+def table_names(target: str, base_dir: Path) -> set[str]:
+    url = resolve_target(target, base_dir)
+    if url.get_backend_name() == "duckdb":
+        rows = fetch(target, base_dir, "SELECT table_name FROM information_schema.tables")
+        return {r[0] for r in rows}
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+# -- exactly once ----------------------------------------------------------------------------
+
+
+def test_100k_messages_load_exactly_once_then_nothing_then_only_the_new(
+    sink_url: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    produce: Produce,
+) -> None:
+    topic = topic_factory(3)
+    produce(topic, events(0, 100_000))
+    body = {"topic": topic, "target": sink_url, "table": "events", "batch_max_rows": 20_000}
+    project = project_for(write_pipelines(tmp_path, kafka_bootstrap, {"events": body}))
+
+    assert run_pipeline(project, "events").rows == 100_000
+    marks = high_watermarks(kafka_bootstrap, topic, 3)
+    assert table_offsets(sink_url, tmp_path, "events") == expected_offsets(marks)
+    assert checkpoints(sink_url, tmp_path, "events", topic) == marks
+
+    again = run_pipeline(project, "events")
+    assert (again.rows, again.table_rows) == (0, 100_000)
+
+    produce(topic, events(100_000, 5_000))
+    assert run_pipeline(project, "events").rows == 5_000
+    marks = high_watermarks(kafka_bootstrap, topic, 3)
+    assert sum(marks.values()) == 105_000
+    assert table_offsets(sink_url, tmp_path, "events") == expected_offsets(marks)
+    assert checkpoints(sink_url, tmp_path, "events", topic) == marks
+
+
+@pytest.mark.slow
+@sinks("postgresql", "mariadb")
+def test_sigkill_at_random_moments_never_loses_or_duplicates(
+    sink_url: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    produce: Produce,
+) -> None:
+    topic = topic_factory(3)
+    produce(topic, events(0, 300_000))
+    body = {"topic": topic, "target": sink_url, "table": "events", "batch_max_rows": 2_000}
+    config = write_pipelines(tmp_path, kafka_bootstrap, {"events": body})
+    sent = [300_000]
+    loaded: list[int] = [0]
+
+    def keep_a_backlog(i: int) -> None:
+        # Every run must still have work when the kill lands, however fast this sink loads.
+        if sent[0] - loaded[-1] < 120_000:
+            produce(topic, events(sent[0], 100_000))
+            sent[0] += 100_000
+
+    def invariant() -> None:
+        if "_kafka_etl_checkpoints" not in table_names(sink_url, tmp_path):
+            loaded.append(0)  # killed while starting, before it created anything
+            return
+        cps = assert_rows_match_checkpoints(sink_url, tmp_path, "events", "events", topic)
+        loaded.append(sum(cps.values()))
+
+    killed, finished = kill_loop(
+        config,
+        "events",
+        iterations=21,
+        before_each=keep_a_backlog,
+        check=invariant,
+        min_delay=2.0,
+        max_delay=4.5,
+    )
+    assert killed >= 20, f"only {killed} runs were killed mid-flight ({finished} finished)"
+    steps = pairwise(loaded)
+    progressed = sum(1 for before, after in steps if after > before)
+    assert progressed >= 10, f"only {progressed} killed runs had committed anything: {loaded}"
+
+    final = cli(config, "run", "events")
+    assert final.returncode == 0, final.stderr
+    marks = high_watermarks(kafka_bootstrap, topic, 3)
+    assert sum(marks.values()) == sent[0]
+    assert table_offsets(sink_url, tmp_path, "events") == expected_offsets(marks)
+    assert checkpoints(sink_url, tmp_path, "events", topic) == marks
+
+
+# -- upsert ----------------------------------------------------------------------------------
+
+KEYS = 10_000
+UPSERT_MESSAGES = 200_000
+
+
+class KeyedLog:
+    """200,000 messages over 10,000 keys: updates, tombstones and a field that comes and goes.
+
+    Keys go through Kafka's default partitioner, so each key lives in one of 3 partitions and
+    its messages keep their produce order; the expected table is computed here, independently.
+    """
+
+    def __init__(self, seed: int = 11) -> None:
+        rng = random.Random(seed)
+        self.keys: list[str] = []
+        self.values: list[dict[str, Any] | None] = []
+        for i in range(UPSERT_MESSAGES):
+            n = rng.randrange(KEYS)
+            self.keys.append(f"user-{n}")
+            if rng.random() < 0.12:
+                self.values.append(None)
+                continue
+            value: dict[str, Any] = {"id": n, "name": f"name-{i}", "score": i}
+            if rng.random() < 0.5:
+                value["nickname"] = f"nick-{i % 97}"  # absent means NULL in the latest state
+            self.values.append(value)
+
+    def expected(self) -> dict[int, tuple[str, int, str | None]]:
+        state: dict[str, dict[str, Any] | None] = {}
+        for key, value in zip(self.keys, self.values, strict=True):
+            state[key] = value
+        return {
+            v["id"]: (v["name"], v["score"], v.get("nickname"))
+            for v in state.values()
+            if v is not None
+        }
+
+
+@pytest.fixture(scope="module")
+def keyed_topic(kafka_bootstrap: str) -> Iterator[tuple[str, KeyedLog]]:
+    """One topic for every sink's upsert test (producing 200k messages once)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    topic = f"test-upsert-{random.Random().getrandbits(48):012x}"
+    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(timeout=60)
+    log = KeyedLog()
+    produce_json(kafka_bootstrap, topic, log.values, log.keys)
+    yield topic, log
+    admin.delete_topics([topic])[topic].result(timeout=60)
+
+
+@pytest.mark.slow
+def test_upsert_keeps_the_last_state_per_key_and_a_full_replay_changes_nothing(
+    sink_url: str, tmp_path: Path, kafka_bootstrap: str, keyed_topic: tuple[str, KeyedLog]
+) -> None:
+    topic, log = keyed_topic
+    body = {
+        "topic": topic,
+        "target": sink_url,
+        "table": "users",
+        "mode": "upsert",
+        "key": ["id"],
+        "delete_on_tombstone": True,
+        "batch_max_rows": 25_000,
+    }
+    project = project_for(write_pipelines(tmp_path, kafka_bootstrap, {"users": body}))
+    expected = log.expected()
+    assert len(expected) > KEYS * 0.8
+
+    result = run_pipeline(project, "users")
+    assert result.tombstones == 0  # all applied
+    query = "SELECT id, name, score, nickname FROM users"
+    assert _state(sink_url, tmp_path, query) == expected
+
+    marks = high_watermarks(kafka_bootstrap, topic, 3)
+    replay_pipeline(project, "users", offsets={p: (0, hw) for p, hw in marks.items()})
+    assert _state(sink_url, tmp_path, query) == expected
+    assert checkpoints(sink_url, tmp_path, "users", topic) == marks
+
+
+@pytest.mark.parametrize("delete", [True, False], ids=["deleting", "skipping"])
+def test_upsert_by_the_kafka_key_itself(
+    delete: bool,
+    sink_url: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    produce: Produce,
+) -> None:
+    topic = topic_factory(3)
+    keys = ["a", "A", "a ", "b", "a", "c", "b", "A", "é"]
+    values: list[dict[str, Any] | None] = [
+        {"v": 1},
+        {"v": 2},
+        {"v": 3},
+        {"v": 4},
+        {"v": 5},
+        None,
+        None,
+        None,
+        {"v": 9},
+    ]
+    produce(topic, values, keys)
+    body = {
+        "topic": topic,
+        "target": sink_url,
+        "table": "kv",
+        "mode": "upsert",
+        "key": ["_key"],
+        "delete_on_tombstone": delete,
+    }
+    project = project_for(write_pipelines(tmp_path, kafka_bootstrap, {"kv": body}))
+    result = run_pipeline(project, "kv")
+    state = dict(fetch(sink_url, tmp_path, "SELECT _key, v FROM kv"))
+    # Keys compare exactly: "a", "A" and "a " are three rows, on every database.
+    if delete:
+        assert state == {"a": 5, "a ": 3, "é": 9}
+        assert result.tombstones == 0
+    else:
+        assert state == {"a": 5, "A": 2, "a ": 3, "b": 4, "é": 9}
+        assert result.tombstones == 3
+
+
+def _state(target: str, base_dir: Path, query: str) -> dict[int, tuple[str, int, str | None]]:
+    rows = fetch(target, base_dir, query)
+    state = {int(r[0]): (r[1], int(r[2]), r[3]) for r in rows}
+    assert len(state) == len(rows), "duplicate keys in an upsert table"
+    return state
+
+
+# -- identifiers that look like SQL, secrets -------------------------------------------------
+
+EVIL = 'x"; DROP TABLE t; --'
+
+
+def test_injection_shaped_table_and_field_names_are_literal_identifiers(
+    sink_url: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    produce: Produce,
+) -> None:
+    fetch(sink_url, tmp_path, "CREATE TABLE t (a INTEGER)", write=True)
+    fetch(sink_url, tmp_path, "INSERT INTO t VALUES (42)", write=True)
+    topic = topic_factory(1)
+    fields = {EVIL: "1", "it's": "2", "100% :v": "3", "b`q": "4", "id": 1}
+    produce(topic, [fields, {**fields, "id": 2}])
+    body = {"topic": topic, "target": sink_url, "table": EVIL}
+    project = project_for(write_pipelines(tmp_path, kafka_bootstrap, {"evil": body}))
+    assert run_pipeline(project, "evil").rows == 2
+
+    assert fetch(sink_url, tmp_path, "SELECT a FROM t") == [(42,)]
+    assert EVIL in table_names(sink_url, tmp_path)
+    table = sa.table(EVIL, *(sa.column(name) for name in fields))
+    stored = fetch(sink_url, tmp_path, sa.select(table).order_by(table.c.id))
+    assert stored == [("1", "2", "3", "4", 1), ("1", "2", "3", "4", 2)]
+
+
+@sinks("postgresql", "mariadb")
+def test_names_the_database_cannot_hold_are_refused_in_one_line(
+    sink_url: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    produce: Produce,
+) -> None:
+    topic = topic_factory(1)
+    produce(topic, [{"id": 1, "f" * 70: 1}])
+    body = {"topic": topic, "target": sink_url, "table": "events"}
+    config = write_pipelines(tmp_path, kafka_bootstrap, {"events": body})
+    result = cli(config, "run", "events")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"field name '{'f' * 70}' is 70" in result.stderr
+    assert checkpoints(sink_url, tmp_path, "events", topic) == {}
+
+
+@sinks("postgresql", "mariadb")
+def test_a_password_never_appears_in_errors(
+    sink_url: str, tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    topic = topic_factory(1)
+    url = sa.make_url(sink_url).set(password="s3cret-Pa55")
+    target = url.render_as_string(hide_password=False)
+    config = write_pipelines(
+        tmp_path, kafka_bootstrap, {"events": {"topic": topic, "target": target, "table": "e"}}
+    )
+    for command in (["run", "events"], ["status", "events"], ["validate"]):
+        result = cli(config, *command)
+        assert "s3cret-Pa55" not in result.stdout + result.stderr
+    assert "***@" in result.stdout
+    failed = cli(config, "run", "events")
+    assert failed.returncode == 1
+    assert "***@" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
