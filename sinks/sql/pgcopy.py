@@ -13,6 +13,7 @@ All integers are big-endian.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +47,7 @@ _FIXED = {
 }
 
 
-def wire_kind(sql: TypeEngine[object]) -> str | None:
+def wire_kind(sql: TypeEngine[Any]) -> str | None:
     """The binary representation a column of this type takes, or None if not supported."""
     if isinstance(sql, postgresql.JSONB):
         return "jsonb"

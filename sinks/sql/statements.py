@@ -56,12 +56,15 @@ def value_binds(
     return binds
 
 
-def insert_values(table: sa.Table, binds: dict[str, ColumnElement[Any]]) -> sa.Insert:
+def insert_values(table: sa.Table, binds: Mapping[str, ColumnElement[Any]]) -> sa.Insert:
     return sa.insert(table).values(binds)
 
 
 def upsert_values(
-    table: sa.Table, binds: dict[str, ColumnElement[Any]], key: tuple[str, ...], dialect_name: str
+    table: sa.Table,
+    binds: Mapping[str, ColumnElement[Any]],
+    key: tuple[str, ...],
+    dialect_name: str,
 ) -> sa.Insert:
     """One guarded upsert row per parameter set (for executemany)."""
     if dialect_name in ("mysql", "mariadb"):
@@ -104,7 +107,7 @@ def _on_conflict_update(
 
 
 def _mysql_upsert(
-    table: sa.Table, binds: dict[str, ColumnElement[Any]], key: tuple[str, ...]
+    table: sa.Table, binds: Mapping[str, ColumnElement[Any]], key: tuple[str, ...]
 ) -> sa.Insert:
     insert = mysql.insert(table).values(binds)
     incoming = insert.inserted

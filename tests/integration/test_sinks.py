@@ -31,7 +31,7 @@ from tests.helpers import (
 
 
 def fetch(
-    target: str, base_dir: Path, query: str | sa.Executable, *, write: bool = False
+    target: str, base_dir: Path, query: str | sa.Select[Any], *, write: bool = False
 ) -> list[tuple[Any, ...]]:
     """Run one statement on a pipeline's target (DuckDB through its own driver)."""
     url = resolve_target(target, base_dir)

@@ -1,0 +1,64 @@
+"""Database errors are classified by the server's own code (kafka_etl.errors.classify)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import psycopg
+import pymysql
+import pytest
+import sqlalchemy as sa
+
+from kafka_etl.errors import SinkUnavailableError, TerminalError, classify
+
+
+def wrapped(orig: BaseException, kind: type[sa.exc.DBAPIError]) -> sa.exc.DBAPIError:
+    return kind("INSERT ...", None, orig)
+
+
+def sqlite_error(message: str, code: int) -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code
+    return error
+
+
+@pytest.mark.parametrize(
+    ("orig", "transient"),
+    [
+        (pymysql.err.OperationalError(1213, "Deadlock found"), True),
+        (pymysql.err.OperationalError(1205, "Lock wait timeout exceeded"), True),
+        (pymysql.err.OperationalError(2003, "Can't connect to MySQL server"), True),
+        (pymysql.err.OperationalError(1054, "Unknown column 'x'"), False),
+        (pymysql.err.OperationalError(1045, "Access denied for user"), False),
+        (psycopg.errors.DeadlockDetected("deadlock detected"), True),
+        (psycopg.errors.SerializationFailure("could not serialize"), True),
+        (psycopg.errors.UndefinedColumn("column does not exist"), False),
+        (psycopg.OperationalError("connection failed: Connection refused"), True),
+        (
+            psycopg.OperationalError(
+                'connection failed: FATAL:  password authentication failed for user "u"'
+            ),
+            False,
+        ),
+        (sqlite_error("database is locked", 5), True),
+        (sqlite_error("no such table: t", 1), False),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_driver_errors_are_transient_only_when_a_retry_can_help(
+    orig: BaseException, transient: bool
+) -> None:
+    for error in (wrapped(orig, sa.exc.OperationalError), orig):
+        verdict = classify(error, "postgresql+psycopg://u:***@h/db")
+        expected = SinkUnavailableError if transient else TerminalError
+        assert type(verdict) is expected, (error, verdict)
+        assert str(verdict).startswith("postgresql+psycopg://u:***@h/db: ")
+
+
+def test_the_message_is_one_line_without_a_password() -> None:
+    orig = psycopg.OperationalError(
+        "connection to postgresql://app:hunter2@db:5432/x failed\nDETAIL: more"
+    )
+    verdict = classify(wrapped(orig, sa.exc.OperationalError), "target")
+    assert "hunter2" not in str(verdict)
+    assert "\n" not in str(verdict)
