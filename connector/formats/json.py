@@ -35,12 +35,17 @@ class JsonFormat:
         n = len(values)
         if not n:
             return Decoded(pa.table({}), np.empty(0, np.int64))
-        table = self._parse(values)
-        if table is not None:
-            return Decoded(table, np.arange(n, dtype=np.int64))
-        failures: dict[int, Failure] = {}
+        failures = _not_objects(values)
+        if not failures:
+            table = self._parse(values)
+            if table is not None:
+                return Decoded(table, np.arange(n, dtype=np.int64))
         parts: list[tuple[np.ndarray, pa.Table]] = []
-        self._bisect(values, np.arange(n, dtype=np.int64), parts, failures)
+        index = np.arange(n, dtype=np.int64)
+        if failures:
+            index = index[[i not in failures for i in range(n)]]
+        if len(index):
+            self._bisect(values, index, parts, failures)
         table, rows = combine(parts, failures)
         return Decoded(table, rows, failures)
 
@@ -98,8 +103,6 @@ class JsonFormat:
         self._bisect(values, index[half:], parts, failures)
 
     def _single(self, value: bytes) -> tuple[pa.Table | None, str]:
-        if not value.strip():
-            return None, "value is empty, not a JSON object"
         try:
             table = pj.read_json(io.BytesIO(value), parse_options=self._parse_options(True))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -107,3 +110,31 @@ class JsonFormat:
         if table.num_rows != 1:
             return None, f"expected one JSON object, found {table.num_rows}"
         return table, ""
+
+
+_OPEN_BRACE = ord("{")
+_WHITESPACE = frozenset(b" \t\r\n")
+
+
+def _not_objects(values: Sequence[bytes]) -> dict[int, Failure]:
+    """Values that cannot be a JSON object because they do not start with ``{``.
+
+    Checked before pyarrow sees them: besides being wrong, a batch whose first value is the
+    JSON literal ``null`` crashes pyarrow's JSON reader (segmentation fault, pyarrow 26).
+    """
+    first = np.fromiter((v[0] if v else 0 for v in values), np.uint8, len(values))
+    failures: dict[int, Failure] = {}
+    for i in np.flatnonzero(first != _OPEN_BRACE).tolist():
+        value = values[i]
+        if value and value[0] in _WHITESPACE:
+            value = value.lstrip()
+            if value[:1] == b"{":
+                continue
+        if not value:
+            failures[i] = Failure(MALFORMED, "value is empty, not a JSON object")
+        else:
+            shown = chr(value[0]) if 32 < value[0] < 127 else f"0x{value[0]:02x}"
+            failures[i] = Failure(
+                MALFORMED, f"not a valid JSON object: the value starts with {shown!r}"
+            )
+    return failures
