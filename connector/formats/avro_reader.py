@@ -6,7 +6,7 @@
     enum -> string              fixed, bytes -> binary    [null, T] -> nullable T
     other unions -> struct with one nullable field per branch (named after the branch type)
     timestamp-millis/micros/nanos -> timestamp[ms/us/ns, tz=UTC]   local-timestamp-* -> no tz
-    date -> date32   time-millis -> time32[ms]   time-micros -> time64[us]
+    date -> date32   time-millis, time-micros -> time64[us]
     decimal(p, s) -> decimal128(p, s) (decimal256 above 38 digits)   uuid -> string
 
 Each reader consumes its value for a set of rows with numpy operations (see ``vector``). Rows are
@@ -30,6 +30,7 @@ from connector.formats.vector import (
     as_text,
     binary_array,
     list_offsets,
+    map_array,
     regroup,
     scatter,
 )
@@ -71,9 +72,12 @@ class Boolean(Reader):
 
 
 class Int(Reader):
-    def __init__(self, bits: int, logical: pa.DataType | None = None) -> None:
+    """int/long; ``logical`` views the integers as a date/time type, after ``scale``."""
+
+    def __init__(self, bits: int, logical: pa.DataType | None = None, scale: int = 1) -> None:
         self.bits = bits
         self.type = logical or (pa.int32() if bits == 32 else pa.int64())
+        self.scale = scale
 
     def read(self, cur: Cursor, rows: np.ndarray) -> pa.Array:
         value = cur.zigzag(rows, "int" if self.bits == 32 else "long")
@@ -81,7 +85,10 @@ class Int(Reader):
             out = (value < -(2**31)) | (value >= 2**31)
             if out.any():
                 cur.fail(rows[out], "int value does not fit 32 bits")
-            array = pa.array(value.astype(np.int32))
+            if self.scale != 1:
+                array = pa.array(value * self.scale)
+            else:
+                array = pa.array(value.astype(np.int32))
         else:
             array = pa.array(value)
         return array if array.type == self.type else array.view(self.type)
@@ -127,6 +134,7 @@ class Decimal(Reader):
         self.width = 16 if precision <= 38 else 32
         factory = pa.decimal128 if precision <= 38 else pa.decimal256
         self.type = factory(precision, scale)
+        self.widest = factory(38 if precision <= 38 else 76, scale)
         self.min_size = self.bytes.min_size
 
     def read(self, cur: Cursor, rows: np.ndarray) -> pa.Array:
@@ -147,7 +155,16 @@ class Decimal(Reader):
                 if not (head == fill[i]).all() or (matrix[i, 0] ^ fill[i]) & 0x80:
                     cur.fail(rows[i : i + 1], f"decimal value does not fit {self.type}")
         little = np.ascontiguousarray(matrix[:, ::-1]).astype(np.uint8)
-        return pa.Array.from_buffers(self.type, len(rows), [None, pa.py_buffer(little.tobytes())])
+        buffers = [None, pa.py_buffer(little.tobytes())]
+        widest = pa.Array.from_buffers(self.widest, len(rows), buffers)
+        try:
+            return widest.cast(self.type)
+        except pa.ArrowInvalid:  # error path: find the values with more digits than allowed
+            limit = 10 ** (self.type.precision - self.type.scale)
+            values = widest.to_pylist()
+            bad = np.array([v is not None and abs(v) >= limit for v in values])
+            cur.fail(rows[bad], f"decimal value has more digits than {self.type} allows")
+            return pa.array([None if b else v for v, b in zip(values, bad, strict=True)], self.type)
 
 
 class Uuid(Reader):
@@ -227,12 +244,11 @@ class Array(Reader):
             owners.append(active)
             counts[active] += 1
             left[active] -= 1
-        offsets = list_offsets(counts)
         values = regroup(pieces, owners, self.items.type)
         if self.keys is None:
-            return pa.ListArray.from_arrays(offsets, values)
+            return pa.ListArray.from_arrays(list_offsets(counts), values)
         keys = regroup(key_pieces, owners, pa.string())
-        return pa.MapArray.from_arrays(offsets, keys.fill_null(""), values)
+        return map_array(counts, keys.fill_null(""), values, self.type)
 
     def _next_block(
         self, cur: Cursor, rows: np.ndarray, need: np.ndarray, left: np.ndarray
@@ -382,7 +398,7 @@ def _logical(kind: str, logical: str | None, schema: dict[str, Any]) -> Reader |
     if logical == "date" and kind == "int":
         return Int(32, pa.date32())
     if logical == "time-millis" and kind == "int":
-        return Int(32, pa.time32("ms"))
+        return Int(32, pa.time64("us"), scale=1000)  # time32 would read back as time64
     if logical == "time-micros" and kind == "long":
         return Int(64, pa.time64("us"))
     if logical == "decimal" and kind == "bytes":

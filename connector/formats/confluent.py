@@ -107,7 +107,13 @@ def split_header(
             WIRE_FORMAT,
             f"magic byte is 0x{int(magic[i]):02x}, not 0x00: not in the Confluent wire format",
         )
-    return ids, np.flatnonzero(~short & ~wrong)
+    # Schema ids are signed 32-bit integers and never negative: no registry has these.
+    negative = ~short & ~wrong & (ids >= 2**31)
+    for i in np.flatnonzero(negative).tolist():
+        failures[i] = Failure(
+            UNKNOWN_SCHEMA, f"schema id {int(ids[i]) - 2**32} is negative: no registry has it"
+        )
+    return ids, np.flatnonzero(~short & ~wrong & ~negative)
 
 
 __all__ = ["HEADER", "ConfluentFormat", "Frame", "GroupDecoder", "UnknownSchemaError"]

@@ -7,7 +7,7 @@
     int32/sint32/sfixed32 -> int32  int64/sint64/sfixed64 -> int64   uint32/fixed32 -> uint32
     uint64/fixed64 -> uint64        float -> float32   double -> float64   bool -> bool
     string -> string                bytes -> binary
-    google.protobuf.Timestamp -> timestamp[us, tz=UTC]      google.protobuf.Duration -> duration[us]
+    google.protobuf.Timestamp -> timestamp[us, tz=UTC]      google.protobuf.Duration -> interval
     google.protobuf.*Value wrappers -> the wrapped type, null when absent
     google.protobuf.Struct/Value/ListValue -> JSON text
 
@@ -30,7 +30,15 @@ import numpy as np
 import pyarrow as pa
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from connector.formats.vector import PAD, Cursor, as_text, binary_array, gather, list_offsets
+from connector.formats.vector import (
+    PAD,
+    Cursor,
+    as_text,
+    binary_array,
+    gather,
+    list_offsets,
+    map_array,
+)
 
 F = FieldDescriptor
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
@@ -206,9 +214,15 @@ class Scalar(Reader):
             return pa.array((v & np.uint64(0xFFFFFFFF)).astype(np.uint32))
         if kind == F.TYPE_BOOL:
             return pa.array(v != 0)
-        if kind in (F.TYPE_SINT32, F.TYPE_SINT64):
-            z = ((v >> np.uint64(1)) ^ (np.uint64(0) - (v & np.uint64(1)))).view(np.int64)
-            return pa.array(z.astype(np.int32) if kind == F.TYPE_SINT32 else z)
+        if kind == F.TYPE_SINT64:
+            return pa.array(
+                ((v >> np.uint64(1)) ^ (np.uint64(0) - (v & np.uint64(1)))).view(np.int64)
+            )
+        if kind == F.TYPE_SINT32:  # truncated to 32 bits first, as protobuf does
+            u = (v & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+            return pa.array(
+                ((u >> np.uint32(1)) ^ (np.uint32(0) - (u & np.uint32(1)))).view(np.int32)
+            )
         return self._enum_names((v & np.uint64(0xFFFFFFFF)).astype(np.uint32).view(np.int32))
 
     def _enum_names(self, numbers: np.ndarray) -> pa.Array:
@@ -423,9 +437,26 @@ class Timestamp(Message):
 
 
 class Duration(Timestamp):
-    arrow = pa.duration("us")
-    seconds_range = (-315_576_000_000, 315_576_000_000)  # +-10,000 years, as in duration.proto
+    """seconds + nanos -> an interval of nanoseconds (what DuckDB and PostgreSQL store as
+    INTERVAL); durations beyond +-292 years do not fit and fail the message."""
+
+    arrow = pa.month_day_nano_interval()
+    seconds_range = (-(2**63) // 10**9 + 1, 2**63 // 10**9 - 1)
     nanos_range = (-999_999_999, 999_999_999)
+
+    def convert(self, cur: Cursor, rows: np.ndarray, struct: pa.StructArray) -> pa.Array:
+        seconds = np.asarray(struct.field(0).fill_null(0), np.int64)
+        nanos = np.asarray(struct.field(1).fill_null(0), np.int64)
+        bad = (seconds < self.seconds_range[0]) | (seconds > self.seconds_range[1])
+        bad |= (nanos < self.nanos_range[0]) | (nanos > self.nanos_range[1])
+        if bad.any():
+            cur.fail(rows[bad], f"{self.desc.name} out of range")
+            seconds, nanos = np.where(bad, 0, seconds), np.where(bad, 0, nanos)
+        packed = np.zeros(len(seconds), dtype=[("m", "<i4"), ("d", "<i4"), ("n", "<i8")])
+        packed["n"] = seconds * 1_000_000_000 + nanos
+        validity = pa.array(np.asarray(struct.is_valid())).buffers()[1]
+        buffers = [validity, pa.py_buffer(packed.tobytes())]
+        return pa.Array.from_buffers(self.arrow, len(seconds), buffers)
 
 
 class Wrapper(Message):
@@ -531,10 +562,8 @@ class Map(Repeated):
     def read(self, cur: Cursor, tokens: Tokens, n: int) -> pa.Array:
         lists = super().read(cur, tokens, n)
         entries = lists.values
-        keys = entries.field(0)
-        if keys.null_count:
-            keys = keys.fill_null(0 if pa.types.is_integer(keys.type) else "")
-        return pa.MapArray.from_arrays(lists.offsets, keys, entries.field(1), type=self.type)
+        counts = np.diff(np.asarray(lists.offsets))
+        return map_array(counts, entries.field(0), entries.field(1), self.type)
 
 
 def compile_message(desc: Descriptor) -> Message:

@@ -1,10 +1,15 @@
 """One table from parts decoded separately (JSON chunks, or one part per writer schema).
 
 Parts are promoted to common types (``concat_tables(promote_options="permissive")``: missing
-columns become null, int32 widens to int64, int to double, struct fields merge). A field whose
-types cannot be joined keeps the type of the part that comes first in the batch; the messages of
-later parts that carry a value for it are set aside as ``type_conflict``. Rows come back in
-message order.
+columns become null, int32 widens to int64, int to double, struct fields merge). Where that
+fails, the rules are, per message rather than per batch:
+
+* a field whose types cannot be joined keeps the type of the part that comes first in the
+  batch; messages of later parts that carry a value for it are set aside (``type_conflict``);
+* a value the joined type cannot hold exactly (an integer beyond 2^53 in a column that became
+  double) sets its message aside rather than being rounded.
+
+Rows come back in message order.
 """
 
 from __future__ import annotations
@@ -17,13 +22,8 @@ from connector.formats.base import TYPE_CONFLICT, Failure
 Part = tuple[np.ndarray, pa.Table]  # positions of the part's rows, ascending; its table
 
 
-def combine(
-    parts: list[Part], failures: dict[int, Failure], *, label: str = ""
-) -> tuple[pa.Table, np.ndarray]:
-    """``(table, positions)`` of all parts' rows in position order; conflicts go to failures.
-
-    ``label`` names what distinguishes the parts in conflict messages, e.g. "schema id".
-    """
+def combine(parts: list[Part], failures: dict[int, Failure]) -> tuple[pa.Table, np.ndarray]:
+    """``(table, positions)`` of all parts' rows in position order; conflicts go to failures."""
     parts = [p for p in parts if len(p[0])]
     if not parts:
         return pa.table({}), np.empty(0, np.int64)
@@ -43,8 +43,9 @@ def combine(
 
 
 def _resolve(parts: list[Part], failures: dict[int, Failure]) -> list[Part]:
+    """Drop conflicting values (first type wins), then cast every part to the joined schema."""
     schema = parts[0][1].schema
-    kept: list[Part] = []
+    typed: list[Part] = []
     for index, table in parts:
         for field in table.schema:
             if field.name not in schema.names:
@@ -52,17 +53,57 @@ def _resolve(parts: list[Part], failures: dict[int, Failure]) -> list[Part]:
             seen = schema.field(field.name)
             if compatible(seen.type, field.type):
                 continue
-            carried = np.asarray(table.column(field.name).is_valid())
             reason = f"field {field.name!r} is {field.type}, earlier messages had {seen.type}"
-            for i in index[carried].tolist():
-                failures.setdefault(i, Failure(TYPE_CONFLICT, reason))
-            table = table.filter(pa.array(~carried))
-            index = index[~carried]
+            index, table = _set_aside(index, table, field.name, reason, failures)
             position = table.schema.get_field_index(field.name)
             table = table.set_column(position, seen, pa.nulls(table.num_rows, seen.type))
         schema = pa.unify_schemas([schema, table.schema], promote_options="permissive")
-        kept.append((index, table))
-    return kept
+        typed.append((index, table))
+    return [_cast(index, table, schema, failures) for index, table in typed]
+
+
+def _cast(
+    index: np.ndarray, table: pa.Table, schema: pa.Schema, failures: dict[int, Failure]
+) -> Part:
+    for field in table.schema:
+        target = schema.field(field.name).type
+        if field.type == target:
+            continue
+        column = table.column(field.name)
+        try:
+            column.cast(target)
+            continue
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            pass
+        # Error path: the values that do not convert exactly, one by one.
+        bad = np.zeros(table.num_rows, bool)
+        for i, value in enumerate(column.to_pylist()):
+            if value is not None:
+                try:
+                    pa.scalar(value, field.type).cast(target)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                    bad[i] = True
+        reason = f"field {field.name!r}: a value of this message does not fit {target} exactly"
+        for i in index[bad].tolist():
+            failures.setdefault(int(i), Failure(TYPE_CONFLICT, reason))
+        table, index = table.filter(pa.array(~bad)), index[~bad]
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else None for f in schema
+    ]
+    arrays = [
+        c if c is not None else pa.nulls(table.num_rows, f.type)
+        for c, f in zip(columns, schema, strict=True)
+    ]
+    return index, pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _set_aside(
+    index: np.ndarray, table: pa.Table, name: str, reason: str, failures: dict[int, Failure]
+) -> Part:
+    carried = np.asarray(table.column(name).is_valid())
+    for i in index[carried].tolist():
+        failures.setdefault(int(i), Failure(TYPE_CONFLICT, reason))
+    return index[~carried], table.filter(pa.array(~carried))
 
 
 def compatible(a: pa.DataType, b: pa.DataType) -> bool:

@@ -193,3 +193,18 @@ def scatter(child: pa.Array, where: np.ndarray, n: int) -> pa.Array:
     index = np.full(n, -1, np.int64)
     index[where] = np.arange(len(where))
     return child.take(pa.array(index, mask=index < 0))
+
+
+def map_array(counts: np.ndarray, keys: pa.Array, values: pa.Array, typ: pa.DataType) -> pa.Array:
+    """A map column from per-row entry counts; a key repeated within one map keeps its last
+    value, as decoders that build dictionaries do (and as DuckDB's MAP requires)."""
+    n = len(counts)
+    owner = np.repeat(np.arange(n), counts)
+    if len(owner):
+        pairs = pa.table({"row": owner, "key": keys, "at": np.arange(len(owner))})
+        last = pairs.group_by(["row", "key"]).aggregate([("at", "max")])
+        if last.num_rows < len(owner):
+            keep = np.sort(np.asarray(last.column("at_max")))
+            keys, values = keys.take(pa.array(keep)), values.take(pa.array(keep))
+            counts = np.bincount(owner[keep], minlength=n)
+    return pa.MapArray.from_arrays(list_offsets(counts), keys, values, type=typ)
