@@ -97,7 +97,10 @@ def events(start: int, count: int) -> list[dict[str, Any]]:
 
 
 def _rows(target: str, base_dir: Path, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
+    """Rows of ``query``; none when its table does not exist yet (a run killed that early
+    committed nothing)."""
     url = resolve_target(target, base_dir)
+    table = next(iter(query.get_final_froms())).name  # type: ignore[attr-defined]
     if url.get_backend_name() == "duckdb":
         import duckdb
         from sqlalchemy.dialects import postgresql
@@ -105,13 +108,20 @@ def _rows(target: str, base_dir: Path, query: sa.Select[Any]) -> list[tuple[Any,
         compiled = query.compile(
             dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
         )
+        if not Path(url.database or "").exists():
+            return []
         con = duckdb.connect(url.database or ":memory:", read_only=True)
         try:
-            return [tuple(r) for r in con.execute(str(compiled)).fetchall()]
+            exists = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+            ).fetchall()[0][0]
+            return [tuple(r) for r in con.execute(str(compiled)).fetchall()] if exists else []
         finally:
             con.close()
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
+        if not sa.inspect(engine).has_table(table):
+            return []
         with engine.connect() as conn:
             return [tuple(r) for r in conn.execute(query)]
     finally:
