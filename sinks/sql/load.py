@@ -3,9 +3,11 @@
 Both run inside the caller's transaction (the one that also moves the checkpoint) and take rows
 whose nested columns are already JSON text (``sinks.sql.arrow.JsonText``).
 
-Generic: rows go to the driver's ``executemany`` in chunks of at most the dialect's bound
-parameter limit (SQLite's 32766 variables, 32700 elsewhere) and 10,000 rows, which also bounds
-the multi-row statements PyMySQL builds (under MariaDB's ``max_allowed_packet``).
+Generic: one compiled statement goes to the driver's ``executemany`` in chunks of rows whose
+parameters stay within SQLAlchemy's per-dialect budget (``insertmanyvalues_max_parameters``:
+32700, 999 on SQLite before 3.32) and at most 10,000 rows. psycopg pipelines the statements,
+sqlite3 loops in C, and PyMySQL rewrites each chunk into multi-row ``INSERT``s of at most 1 MB
+(well under MariaDB's default 16 MB ``max_allowed_packet``).
 
 PostgreSQL: each batch is encoded once, in binary COPY format by numpy (``sinks.sql.pgcopy``;
 CSV by Arrow's C++ writer for column types it does not cover), and streamed with psycopg 3's
@@ -13,12 +15,12 @@ CSV by Arrow's C++ writer for column types it does not cover), and streamed with
 types) and then run one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``. Appends COPY straight
 into the target: the primary key ``(_topic, _partition, _offset)`` refuses duplicates and the
 COPY is part of the checkpoint's transaction, so a staging table would only write every row
-twice (measured: about 1.6x slower end to end, see bench/bench_postgres.py).
+twice (``bench/bench_postgres.py --compare-staging`` measured it 1.2x slower end to end).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from itertools import count
 from typing import Any
 
@@ -168,14 +170,14 @@ def copy_rows(conn: Connection, table: sa.Table, rows: pa.Table) -> None:
     from psycopg import sql
 
     names = rows.column_names
-    binary = pgcopy.encode(rows, [pgcopy.wire_kind(table.c[n].type) for n in names])
+    binary = pgcopy.stream(rows, [pgcopy.wire_kind(table.c[n].type) for n in names])
     if binary is None:
         fmt = "csv"
         conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # CSV timestamps are UTC wall time
-        data = csv_for_copy(utc_wall_time(rows))
+        pieces: Iterable[bytes] = [csv_for_copy(utc_wall_time(rows))]
     else:
         fmt = "binary"
-        data, names = binary
+        names, pieces = binary
     target = (
         sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
     )
@@ -183,6 +185,7 @@ def copy_rows(conn: Connection, table: sa.Table, rows: pa.Table) -> None:
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(target, columns, sql.SQL(fmt))
     raw: Any = conn.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        view = memoryview(data)
-        for start in range(0, len(view), _COPY_CHUNK):
-            copy.write(view[start : start + _COPY_CHUNK])
+        for piece in pieces:
+            view = memoryview(piece)
+            for start in range(0, len(view), _COPY_CHUNK):
+                copy.write(view[start : start + _COPY_CHUNK])

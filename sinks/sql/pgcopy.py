@@ -12,6 +12,7 @@ All integers are big-endian.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ _HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _TRAILER = b"\xff\xff"
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
 _PG_EPOCH_DAYS = 10_957
-_ROWS_PER_JOIN = 65_536  # keeps each joined array far below 2 GiB (int32 offsets)
+_ROWS_PER_JOIN = 16_384  # a few MB per piece, far below Arrow's 2 GiB binary limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +73,10 @@ def wire_kind(sql: TypeEngine[Any]) -> str | None:
     return None
 
 
-def encode(rows: pa.Table, kinds: list[str | None]) -> tuple[bytes, list[str]] | None:
-    """``rows`` (nested values already JSON text) as one binary COPY stream, and the column
-    order it uses (fixed-width columns without NULLs first: they form one block per row)."""
+def stream(rows: pa.Table, kinds: list[str | None]) -> tuple[list[str], Iterator[bytes]] | None:
+    """``rows`` (nested values already JSON text) as a binary COPY stream, in pieces of a few
+    MB (so the server parses one while the next is encoded), and the column order it uses:
+    fixed-width columns without NULLs first, as they form one block per row."""
     if any(k is None for k in kinds) or rows.num_rows == 0:
         return None
     fields = []
@@ -85,11 +87,24 @@ def encode(rows: pa.Table, kinds: list[str | None]) -> tuple[bytes, list[str]] |
             return None
         fields.append(field)
     fields.sort(key=lambda f: not (f.fixed is not None and bool(f.valid.all())))  # stable
-    parts = [_HEADER]
-    for start in range(0, rows.num_rows, _ROWS_PER_JOIN):
-        parts.append(_rows(fields, start, min(_ROWS_PER_JOIN, rows.num_rows - start)))
-    parts.append(_TRAILER)
-    return b"".join(parts), [f.name for f in fields]
+    n = rows.num_rows
+
+    def pieces() -> Iterator[bytes]:
+        yield _HEADER
+        for start in range(0, n, _ROWS_PER_JOIN):
+            yield _rows(fields, start, min(_ROWS_PER_JOIN, n - start))
+        yield _TRAILER
+
+    return [f.name for f in fields], pieces()
+
+
+def encode(rows: pa.Table, kinds: list[str | None]) -> tuple[bytes, list[str]] | None:
+    """The whole stream of ``stream`` as one ``bytes``."""
+    streamed = stream(rows, kinds)
+    if streamed is None:
+        return None
+    order, pieces = streamed
+    return b"".join(pieces), order
 
 
 @dataclass(frozen=True, slots=True)

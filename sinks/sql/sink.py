@@ -38,8 +38,16 @@ class SqlSink:
     """Rows and checkpoints of one pipeline in a database reached through SQLAlchemy."""
 
     def __init__(
-        self, url: URL, spec: TableSpec, *, fast_path: bool = True, lock_timeout: float = 60.0
+        self,
+        url: URL,
+        spec: TableSpec,
+        *,
+        fast_path: bool = True,
+        stage_appends: bool = False,
+        lock_timeout: float = 60.0,
     ) -> None:
+        """``fast_path=False`` uses executemany on PostgreSQL too; ``stage_appends=True`` sends
+        appends through the COPY staging table as upserts do (both for comparison only)."""
         self.spec = spec
         self.where = url.render_as_string(hide_password=True)
         self._engine = make_engine(url, lock_timeout)
@@ -55,7 +63,9 @@ class SqlSink:
                 )
                 raise ConfigError(msg)
             copy = fast_path and dialect.name == "postgresql" and dialect.driver == "psycopg"
-            self._loader = CopyLoader(dialect) if copy else Loader(dialect)
+            self._loader = (
+                CopyLoader(dialect, stage_appends=stage_appends) if copy else Loader(dialect)
+            )
             self._transactional_ddl = dialect.name in ("postgresql", "sqlite")
             self._checkpoints = Checkpoints(tables.checkpoint_table(spec, dialect), spec)
             with self._engine.begin() as conn:
