@@ -178,6 +178,7 @@ def protobuf_expected(msg: Any) -> dict[str, Any]:
     """What the Arrow row holds for ``msg``: the oracle is protobuf's own parser."""
     import datetime as dt
 
+    import pyarrow as pa
     from google.protobuf import json_format
 
     utc = dt.UTC
@@ -199,7 +200,7 @@ def protobuf_expected(msg: Any) -> dict[str, Any]:
         "counts": list(msg.counts),
         "paid": msg.paid,
         "coupon": msg.coupon if msg.HasField("coupon") else None,
-        "ttl": dt.timedelta(microseconds=msg.ttl.seconds * 10**6 + int(msg.ttl.nanos / 1000))
+        "ttl": pa.MonthDayNano([0, 0, msg.ttl.seconds * 10**9 + msg.ttl.nanos])
         if msg.HasField("ttl")
         else None,
         "discount": msg.discount.value if msg.HasField("discount") else None,

@@ -107,7 +107,7 @@ EXPECTED_TYPES = {
     "ts_us": pa.timestamp("us", tz="UTC"),
     "local_us": pa.timestamp("us"),
     "day": pa.date32(),
-    "t_ms": pa.time32("ms"),
+    "t_ms": pa.time64("us"),
     "t_us": pa.time64("us"),
     "amount": pa.decimal128(12, 2),
     "big": pa.decimal256(45, 5),

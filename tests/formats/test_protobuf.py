@@ -38,7 +38,7 @@ EXPECTED_TYPES = {
     "counts": pa.list_(pa.int32()),
     "paid": pa.bool_(),
     "coupon": pa.string(),
-    "ttl": pa.duration("us"),
+    "ttl": pa.month_day_nano_interval(),
     "discount": pa.int64(),
     "extra": pa.string(),
     "attrs": pa.map_(pa.string(), pa.int64()),
