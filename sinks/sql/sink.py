@@ -254,7 +254,21 @@ def make_engine(url: URL, lock_timeout: float = 60.0) -> Engine:
     backend = url.get_backend_name()
     if backend == "sqlite":
         options["connect_args"] = {"timeout": lock_timeout}
-    engine = sa.create_engine(url, **options)
+    where = url.render_as_string(hide_password=True)
+    try:
+        engine = sa.create_engine(url, **options)
+    except sa.exc.NoSuchModuleError:
+        msg = (
+            f"target {where}: SQLAlchemy has no dialect {url.drivername!r}"
+            " (install the package that provides it, e.g. snowflake-sqlalchemy)"
+        )
+        raise ConfigError(msg) from None
+    except ImportError as exc:
+        msg = (
+            f"target {where}: the database driver {exc.name or url.get_driver_name()!r}"
+            " is not installed"
+        )
+        raise ConfigError(msg) from None
     if backend == "sqlite":
         # pysqlite would not BEGIN before DDL (no transactional ALTER TABLE) and would take the
         # write lock only at the first write; BEGIN IMMEDIATE takes it at the start.

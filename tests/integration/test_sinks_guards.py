@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -311,3 +312,34 @@ def test_two_first_writers_of_a_new_partition_cannot_both_commit(
 def _checkpoints() -> sa.TableClause:
     names = ("pipeline", "topic", "partition", "next_offset", "updated_at")
     return sa.table("_kafka_etl_checkpoints", *(sa.column(n) for n in names))
+
+
+def test_a_schema_holds_the_table_and_its_checkpoints(sink_url: str, tmp_path: Path) -> None:
+    from kafka_etl.errors import ConfigError
+
+    name = f"etl_{uuid.uuid4().hex[:8]}"
+    if sink_url.startswith("sqlite"):
+        with pytest.raises(ConfigError, match="'schema' is not supported for sqlite"):
+            open_sink(sink_url, TableSpec("p", TOPIC, "t", db_schema=name))
+        return
+    try:
+        with sink(sink_url, tmp_path, table="t", db_schema=name) as s:
+            s.write(batch([(None, {"a": 1}, 0, 0, T0), (None, {"a": 2}, 0, 1, T0)]))
+            assert s.read_checkpoints() == {0: 2}
+        assert rows(sink_url, f"SELECT count(*) FROM {name}.t") == [(2,)]
+        query = f"SELECT next_offset FROM {name}._kafka_etl_checkpoints"
+        if sink_url.startswith("duckdb"):  # DuckDB keeps its checkpoints in the main schema
+            query = "SELECT next_offset FROM _kafka_etl_checkpoints"
+        assert rows(sink_url, query) == [(2,)]
+    finally:
+        if sink_url.startswith("mysql"):  # a MariaDB schema is a database of its own
+            _drop_database(sink_url, name)
+
+
+def _drop_database(url: str, name: str) -> None:
+    engine = sa.create_engine(resolve_target(url, None), poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.schema.DropSchema(name, if_exists=True))
+    finally:
+        engine.dispose()

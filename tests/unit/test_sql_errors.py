@@ -62,3 +62,21 @@ def test_the_message_is_one_line_without_a_password() -> None:
     verdict = classify(wrapped(orig, sa.exc.OperationalError), "target")
     assert "hunter2" not in str(verdict)
     assert "\n" not in str(verdict)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("mssql+pyodbc://app:hunter2@db/x", "the database driver 'pyodbc' is not installed"),
+        ("nosuch://app:hunter2@db/x", "SQLAlchemy has no dialect 'nosuch'"),
+    ],
+)
+def test_a_missing_driver_or_dialect_is_a_one_line_config_error(target: str, message: str) -> None:
+    from kafka_etl.errors import ConfigError
+    from sinks.base import TableSpec
+    from sinks.sql.sink import SqlSink
+
+    with pytest.raises(ConfigError) as caught:
+        SqlSink(sa.make_url(target), TableSpec("p", "t", "t"))
+    assert message in str(caught.value)
+    assert "hunter2" not in str(caught.value) and "app:***@db" in str(caught.value)
