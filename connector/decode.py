@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from connector.formats.base import FrameDecoder
+from connector.formats.base import Failure, FrameDecoder
 from connector.formats.json import JsonFormat
 from connector.formats.text import StringFormat
 from connector.reader import RawBatch
@@ -26,12 +26,12 @@ class JsonDecoder(FrameDecoder):
 def metadata_columns(raw: RawBatch) -> pa.Table:
     """``_topic``, ``_partition``, ``_offset``, ``_timestamp`` and ``_key`` (UTF-8 text) of every
     message; raises ``RecordError`` for the first key that is not valid UTF-8."""
-    failures: dict[int, object] = {}
+    failures: dict[int, Failure] = {}
     decoder = FrameDecoder(StringFormat(), StringFormat())
-    keys = decoder._keys(raw, failures)  # type: ignore[arg-type]
+    keys = decoder.key_column(raw, failures)
     if failures:
         first = min(failures)
         raise RecordError(
             raw.topic, int(raw.partitions[first]), int(raw.offsets[first]), "key is not valid UTF-8"
         )
-    return decoder._metadata(raw, keys, np.arange(len(raw), dtype=np.int64))
+    return decoder.metadata(raw, keys, np.arange(len(raw), dtype=np.int64))

@@ -1,7 +1,7 @@
 """Avro values: Confluent-framed with the writer schema from the registry, or plain Avro binary
 with the writer schema from a file (topics without a registry).
 
-The Arrow schema comes from the writer schema (see ``avro_reader`` for the mapping) and is
+The Arrow schema comes from the writer schema (see ``avro_schema`` for the mapping) and is
 compiled once per schema id. Decoding is columnar: no Python object per message.
 """
 
@@ -12,20 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
-from connector.formats.avro_reader import (
-    Reader,
-    Record,
+from connector.formats.avro_reader import Reader, Record, read_rows
+from connector.formats.avro_schema import (
     SchemaParseException,
     UnknownType,
     UnsupportedSchemaError,
     compile_schema,
-    read_rows,
 )
-from connector.formats.base import MALFORMED, WIRE_FORMAT, Decoded, Failure
-from connector.formats.confluent import ConfluentFormat, Frame, GroupDecoder
+from connector.formats.base import MALFORMED, Decoded, Failure
+from connector.formats.confluent import ConfluentFormat, Frame, GroupDecoder, WrongSchemaType
 from connector.formats.registry import SchemaRegistry
 from connector.formats.vector import Cursor, join
 from kafka_etl.errors import ConfigError, TerminalError
@@ -43,17 +38,6 @@ class AvroGroup:
         table = read_rows(self.reader, cursor)
         failures = {i: Failure(MALFORMED, f"avro: {why}") for i, why in cursor.failures().items()}
         return Decoded.of(table, len(frame.pos), failures, self.scalar)
-
-
-class WrongSchemaType:
-    """All messages of a schema id whose schema is not of the pipeline's format."""
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-    def decode(self, frame: Frame) -> Decoded:
-        failures = {i: Failure(WIRE_FORMAT, self.message) for i in range(len(frame.pos))}
-        return Decoded(pa.table({}), np.empty(0, np.int64), failures)
 
 
 def avro_registry_format(registry: SchemaRegistry) -> ConfluentFormat:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import pyarrow as pa
@@ -122,22 +122,24 @@ class FrameDecoder:
     def decode_tolerant(self, raw: RawBatch) -> tuple[Batch, list[Reject]]:
         n = len(raw)
         failures: dict[int, Failure] = {}
-        keys = self._keys(raw, failures)
+        keys = self.key_column(raw, failures)
         live, tombstone = _split_tombstones(raw.values)
-        values = raw.values if tombstone is None else [raw.values[i] for i in live]
-        decoded = self.values.decode_values(values) if len(live) else _empty()  # type: ignore[arg-type]
+        values = cast(
+            "list[bytes]", raw.values if tombstone is None else [raw.values[i] for i in live]
+        )
+        decoded = self.values.decode_values(values) if len(live) else _empty()
         for i, failure in decoded.failures.items():
             failures.setdefault(int(live[i]), failure)
         positions = live[decoded.rows]
         table = decoded.table
         table, positions = _drop_failed(table, positions, failures)
         table, positions = self._check_clashes(table, positions, failures)
-        rows = _with_metadata(table, self._metadata(raw, keys, positions))
+        rows = _with_metadata(table, self.metadata(raw, keys, positions))
         tombstones = None
         if tombstone is not None:
             gone = np.flatnonzero(tombstone)
             gone = gone[[int(i) not in failures for i in gone]]
-            tombstones = _with_metadata(pa.table({}), self._metadata(raw, keys, gone))
+            tombstones = _with_metadata(pa.table({}), self.metadata(raw, keys, gone))
         rejects = [_reject(raw, i, failures[i]) for i in sorted(failures)]
         assert (
             rows.num_rows + (0 if tombstones is None else tombstones.num_rows) + len(rejects) == n
@@ -152,13 +154,14 @@ class FrameDecoder:
         return batch, rejects
 
     # -- keys, metadata ----------------------------------------------------------------------
-    def _keys(self, raw: RawBatch, failures: dict[int, Failure]) -> pa.Array:
-        """``_key`` for every message (null for null keys and keys that failed)."""
+    def key_column(self, raw: RawBatch, failures: dict[int, Failure]) -> pa.Array:
+        """``_key`` for every message (null for null keys and for keys that failed, which are
+        added to ``failures``)."""
         n = len(raw)
         present = np.fromiter((k is not None for k in raw.keys), bool, n)
         where = np.flatnonzero(present)
-        keys = raw.keys if len(where) == n else [raw.keys[i] for i in where]
-        decoded = self.keys.decode_values(keys)  # type: ignore[arg-type]
+        keys = cast("list[bytes]", raw.keys if len(where) == n else [raw.keys[i] for i in where])
+        decoded = self.keys.decode_values(keys)
         for i, failure in decoded.failures.items():
             message = failure.message
             message = f"key{message[5:]}" if message.startswith("value ") else f"key: {message}"
@@ -167,7 +170,8 @@ class FrameDecoder:
         good = where[decoded.rows]
         return column if len(good) == n else scatter(column, good, n)
 
-    def _metadata(self, raw: RawBatch, keys: pa.Array, positions: np.ndarray) -> pa.Table:
+    def metadata(self, raw: RawBatch, keys: pa.Array, positions: np.ndarray) -> pa.Table:
+        """The metadata columns (and ``_headers`` if asked for) of the messages at ``positions``."""
         index = pa.array(positions.astype(np.int64))
         n = len(positions)
         columns: dict[str, pa.Array] = {

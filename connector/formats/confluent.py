@@ -40,6 +40,17 @@ class GroupDecoder(Protocol):
     def decode(self, frame: Frame) -> Decoded: ...
 
 
+class WrongSchemaType:
+    """All messages of a schema id whose schema is not of the pipeline's format."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def decode(self, frame: Frame) -> Decoded:
+        failures = {i: Failure(WIRE_FORMAT, self.message) for i in range(len(frame.pos))}
+        return Decoded(pa.table({}), np.empty(0, np.int64), failures)
+
+
 class ConfluentFormat:
     """Values framed with a schema id; ``compile`` builds the decoder for one schema id and
     raises ``UnknownSchemaError`` if the registry does not know it."""
@@ -116,4 +127,11 @@ def split_header(
     return ids, np.flatnonzero(~short & ~wrong & ~negative)
 
 
-__all__ = ["HEADER", "ConfluentFormat", "Frame", "GroupDecoder", "UnknownSchemaError"]
+__all__ = [
+    "HEADER",
+    "ConfluentFormat",
+    "Frame",
+    "GroupDecoder",
+    "UnknownSchemaError",
+    "WrongSchemaType",
+]

@@ -20,9 +20,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from connector.formats.avro import WrongSchemaType
 from connector.formats.base import Decoded
-from connector.formats.confluent import HEADER, ConfluentFormat, Frame, GroupDecoder
+from connector.formats.confluent import (
+    HEADER,
+    ConfluentFormat,
+    Frame,
+    GroupDecoder,
+    WrongSchemaType,
+)
 from connector.formats.json import JsonFormat
 from connector.formats.registry import SchemaRegistry
 

@@ -2,7 +2,7 @@
 
 After the 5-byte header comes the message-index path of the message type within the schema's
 file (zig-zag varints: a count, then the indexes; one 0 byte is the common ``[0]``, the first
-message). Messages are grouped by schema id and path and decoded columnar (``protobuf_reader``).
+message). Messages are grouped by schema id and path and decoded columnar (``protobuf_types``).
 
 Registries hand out Protobuf schemas either as a base64 ``FileDescriptorProto`` (what
 ``format=serialized`` asks for, and what confluent-kafka's Python serializer registers) or as
@@ -27,11 +27,10 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError
 
-from connector.formats.avro import WrongSchemaType
 from connector.formats.base import MALFORMED, UNKNOWN_MESSAGE, WIRE_FORMAT, Decoded, Failure
-from connector.formats.confluent import ConfluentFormat, Frame, GroupDecoder
-from connector.formats.protobuf_reader import (
-    Message,
+from connector.formats.confluent import ConfluentFormat, Frame, GroupDecoder, WrongSchemaType
+from connector.formats.protobuf_reader import Message
+from connector.formats.protobuf_types import (
     UnsupportedMessageError,
     compile_message,
     read_messages,
@@ -54,7 +53,6 @@ class ProtobufGroup:
         self.readers: dict[tuple[int, ...], Message | str] = {}
 
     def decode(self, frame: Frame) -> Decoded:
-        n = len(frame.pos)
         failures: dict[int, Failure] = {}
         paths, starts = _message_indexes(frame, failures)
         parts: list[tuple[np.ndarray, pa.Table]] = []
@@ -76,7 +74,6 @@ class ProtobufGroup:
             keep[list(bad)] = False
             parts.append((rows[keep], table.filter(pa.array(keep)) if bad else table))
         table, positions = combine(parts, failures)
-        del n
         return Decoded(table, positions, failures)
 
     def _reader(self, path: tuple[int, ...]) -> Message | str:

@@ -67,10 +67,12 @@ class Cursor:
 
     def _advance(self, rows: np.ndarray, by: np.ndarray | int, what: str) -> None:
         new = self.pos[rows] + by
-        over = new > self.end[rows]
+        end = self.end[rows]
+        over = new > end
         if over.any():
             self.fail(rows[over], f"truncated: {what} runs past the end of the message")
-        self.pos[rows] = np.minimum(new, self.end[rows])
+            new = np.minimum(new, end)
+        self.pos[rows] = new
 
     # -- primitives ------------------------------------------------------------------------
     def varint(self, rows: np.ndarray, what: str = "varint") -> np.ndarray:
@@ -199,6 +201,8 @@ def map_array(counts: np.ndarray, keys: pa.Array, values: pa.Array, typ: pa.Data
     """A map column from per-row entry counts; a key repeated within one map keeps its last
     value, as decoders that build dictionaries do (and as DuckDB's MAP requires)."""
     n = len(counts)
+    if keys.null_count:  # keys of messages that failed (e.g. invalid UTF-8): any placeholder
+        keys = keys.fill_null(_placeholder(keys.type))
     owner = np.repeat(np.arange(n), counts)
     if len(owner):
         pairs = pa.table({"row": owner, "key": keys, "at": np.arange(len(owner))})
@@ -208,3 +212,13 @@ def map_array(counts: np.ndarray, keys: pa.Array, values: pa.Array, typ: pa.Data
             keys, values = keys.take(pa.array(keep)), values.take(pa.array(keep))
             counts = np.bincount(owner[keep], minlength=n)
     return pa.MapArray.from_arrays(list_offsets(counts), keys, values, type=typ)
+
+
+def _placeholder(typ: pa.DataType) -> pa.Scalar:
+    if pa.types.is_string(typ):
+        return pa.scalar("", typ)
+    if pa.types.is_binary(typ):
+        return pa.scalar(b"", typ)
+    if pa.types.is_boolean(typ):
+        return pa.scalar(False, typ)
+    return pa.scalar(0, typ)
