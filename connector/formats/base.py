@@ -158,8 +158,10 @@ class FrameDecoder:
         """``_key`` for every message (null for null keys and for keys that failed, which are
         added to ``failures``)."""
         n = len(raw)
-        present = np.fromiter((k is not None for k in raw.keys), bool, n)
-        where = np.flatnonzero(present)
+        if None in raw.keys:
+            where = np.flatnonzero(np.asarray(pa.array(raw.keys, pa.binary()).is_valid()))
+        else:
+            where = np.arange(n, dtype=np.int64)
         keys = cast("list[bytes]", raw.keys if len(where) == n else [raw.keys[i] for i in where])
         decoded = self.keys.decode_values(keys)
         for i, failure in decoded.failures.items():

@@ -35,9 +35,10 @@ class JsonFormat:
         n = len(values)
         if not n:
             return Decoded(pa.table({}), np.empty(0, np.int64))
-        failures = _not_objects(values)
+        joined = _Joined(values)
+        failures = _not_objects(values, joined)
         if not failures:
-            table = self._parse(values)
+            table = self._parse(values, joined)
             if table is not None:
                 return Decoded(table, np.arange(n, dtype=np.int64))
         parts: list[tuple[np.ndarray, pa.Table]] = []
@@ -50,24 +51,20 @@ class JsonFormat:
         return Decoded(table, rows, failures)
 
     # -- parsing -----------------------------------------------------------------------------
-    def _parse(self, values: Sequence[bytes]) -> pa.Table | None:
+    def _parse(self, values: Sequence[bytes], joined: _Joined | None = None) -> pa.Table | None:
         """One table for all values, or None if they do not parse as one object each."""
+        joined = joined or _Joined(values)
+        # A value with a raw newline (pretty-printed JSON) needs the slower, exact splitter.
+        embedded_newlines = joined.data.count(b"\n") != len(values) - 1
         try:
-            table = self._read(values)
+            table = pj.read_json(
+                io.BytesIO(joined.data),
+                read_options=pj.ReadOptions(block_size=max(_MIN_BLOCK, 2 * joined.longest + 2)),
+                parse_options=self._parse_options(embedded_newlines),
+            )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
         return table if table.num_rows == len(values) else None
-
-    def _read(self, values: Sequence[bytes]) -> pa.Table:
-        data = b"\n".join(values)
-        # A value with a raw newline (pretty-printed JSON) needs the slower, exact splitter.
-        embedded_newlines = data.count(b"\n") != len(values) - 1
-        longest = max(map(len, values))
-        return pj.read_json(
-            io.BytesIO(data),
-            read_options=pj.ReadOptions(block_size=max(_MIN_BLOCK, 2 * longest + 2)),
-            parse_options=self._parse_options(embedded_newlines),
-        )
 
     def _parse_options(self, newlines_in_values: bool) -> pj.ParseOptions:
         if self.explicit is None:
@@ -116,15 +113,32 @@ _OPEN_BRACE = ord("{")
 _WHITESPACE = frozenset(b" \t\r\n")
 
 
-def _not_objects(values: Sequence[bytes]) -> dict[int, Failure]:
+class _Joined:
+    """Values joined with newlines, as ``pyarrow.json`` reads them, and where each one starts."""
+
+    def __init__(self, values: Sequence[bytes]) -> None:
+        self.lengths = np.fromiter(map(len, values), np.int64, len(values))
+        self.data = b"\n".join(values)
+        self.starts = np.cumsum(self.lengths + 1) - (self.lengths + 1)
+        self.longest = int(self.lengths.max()) if len(values) else 0
+
+    def first_bytes(self) -> np.ndarray:
+        """The first byte of every value (0 for empty values)."""
+        if not self.data:
+            return np.zeros(len(self.lengths), np.uint8)
+        buf = np.frombuffer(self.data, np.uint8)
+        first = buf[np.minimum(self.starts, len(buf) - 1)]
+        return np.where(self.lengths > 0, first, 0).astype(np.uint8)
+
+
+def _not_objects(values: Sequence[bytes], joined: _Joined) -> dict[int, Failure]:
     """Values that cannot be a JSON object because they do not start with ``{``.
 
     Checked before pyarrow sees them: besides being wrong, a batch whose first value is the
     JSON literal ``null`` crashes pyarrow's JSON reader (segmentation fault, pyarrow 26).
     """
-    first = np.fromiter((v[0] if v else 0 for v in values), np.uint8, len(values))
     failures: dict[int, Failure] = {}
-    for i in np.flatnonzero(first != _OPEN_BRACE).tolist():
+    for i in np.flatnonzero(joined.first_bytes() != _OPEN_BRACE).tolist():
         value = values[i]
         if value and value[0] in _WHITESPACE:
             value = value.lstrip()
