@@ -8,7 +8,11 @@ Schema changes and transactions: PostgreSQL and SQLite run DDL inside the batch'
 so a failed batch leaves no trace. MySQL/MariaDB commit DDL implicitly, so there the table is
 created, or the new nullable columns added, in a step of their own just before the batch's
 transaction: if the batch then fails, the table keeps an empty new column, which is harmless
-(the next run fills it) and never holds rows without their checkpoint.
+(the next run fills it) and never holds rows without their checkpoint. Widening a column works
+the same way (PostgreSQL ``ALTER COLUMN ... TYPE``, MariaDB ``MODIFY COLUMN`` before the batch's
+transaction, SQLite a table rebuild inside it): a wider column that the batch then did not fill
+is harmless too. Every change is recorded in ``_kafka_etl_schema_history`` by the same
+connection and transaction that applied it.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from connector.batch import Batch
 from kafka_etl.errors import ConfigError, classify
-from sinks.base import TableSpec, WriteResult
+from sinks.base import SchemaChange, TableSpec, WriteResult, describe_ranges
 from sinks.changes import Changes, reduce_batch
-from sinks.schema import plan_schema
+from sinks.schema import SchemaPlan, plan_schema
 from sinks.sql import tables
 from sinks.sql.arrow import JsonText
 from sinks.sql.checkpoints import Checkpoints
+from sinks.sql.dlq import DeadLetters, delete_offsets
+from sinks.sql.history import Entry, SchemaHistory, history_table
 from sinks.sql.load import CopyLoader, Loader
 from sinks.sql.statements import supports_upsert
 from sinks.sql.types import JSON_TYPE
@@ -43,11 +49,9 @@ class SqlSink:
         spec: TableSpec,
         *,
         fast_path: bool = True,
-        stage_appends: bool = False,
         lock_timeout: float = 60.0,
     ) -> None:
-        """``fast_path=False`` uses executemany on PostgreSQL too; ``stage_appends=True`` sends
-        appends through the COPY staging table as upserts do (both for comparison only)."""
+        """``fast_path=False`` writes with executemany on PostgreSQL too (for comparison)."""
         self.spec = spec
         self.where = url.render_as_string(hide_password=True)
         self._engine = make_engine(url, lock_timeout)
@@ -63,14 +67,15 @@ class SqlSink:
                 )
                 raise ConfigError(msg)
             copy = fast_path and dialect.name == "postgresql" and dialect.driver == "psycopg"
-            self._loader = (
-                CopyLoader(dialect, stage_appends=stage_appends) if copy else Loader(dialect)
-            )
+            self._loader = CopyLoader(dialect) if copy else Loader(dialect)
             self._transactional_ddl = dialect.name in ("postgresql", "sqlite")
+            self._dlq = DeadLetters(spec, dialect)
             self._checkpoints = Checkpoints(tables.checkpoint_table(spec, dialect), spec)
+            self._history = SchemaHistory(history_table(spec, dialect), spec)
             with self._engine.begin() as conn:
                 tables.ensure_schema(conn, spec)
                 self._checkpoints.table.create(conn, checkfirst=True)
+                self._history.table.create(conn, checkfirst=True)
             self._table, self._schema = self._reflect()
         except BaseException as exc:
             self.close()
@@ -92,6 +97,13 @@ class SqlSink:
 
     def table_schema(self) -> pa.Schema | None:
         return self._schema
+
+    def schema_history(self) -> list[SchemaChange]:
+        try:
+            with self._engine.connect() as conn:
+                return self._history.read(conn)
+        except Exception as exc:
+            raise classify(exc, self.where) from exc
 
     def row_count(self) -> int:
         if self._table is None:
@@ -133,27 +145,58 @@ class SqlSink:
                 raise classify(exc, self.where) from exc
             raise
 
-    def _write(self, batch: Batch, replay: bool) -> WriteResult:
+    def read_dead_letters(self, limit: int | None = None) -> pa.Table:
+        try:
+            with self._engine.connect() as conn:
+                return self._dlq.read(conn, limit)
+        except Exception as exc:
+            raise classify(exc, self.where) from exc
+
+    def resolve_dead_letters(self, batch: Batch) -> int:
+        if batch.ranges:
+            msg = "resolving dead letters never covers offset ranges"
+            raise ValueError(msg)
+        before = self.read_dead_letters().num_rows
+        try:
+            self._write(batch, replay=True, resolve=True)
+        except Exception as exc:
+            raise classify(exc, self.where) from exc
+        return before - self.read_dead_letters().num_rows
+
+    def _write(self, batch: Batch, replay: bool, resolve: bool = False) -> WriteResult:
         spec = self.spec
-        plan = plan_schema(self._schema, batch.rows, spec.pipeline)
+        plan = plan_schema(
+            self._schema,
+            batch.rows,
+            spec.pipeline,
+            widen_to_string=spec.widen_to_string,
+            protected=(*tables.IDENTITY, *spec.key),
+        )
+        first_offsets = describe_ranges(batch.ranges)
         tables.check_fields(plan.new_fields, spec, self._engine.dialect)
         rows = plan.rows
         changes = reduce_batch(batch, rows, spec) if spec.mode == "upsert" else None
         added: tuple[str, ...] = ()
         if not self._transactional_ddl:
             with self._engine.begin() as conn:
-                added = self._evolve(conn, rows, plan.new_fields)
+                added = self._evolve(conn, plan, first_offsets)
+        if not self._transactional_ddl and batch.reject_count:
+            with self._engine.begin() as conn:  # DDL would commit the batch's transaction early
+                self._dlq.table.create(conn, checkfirst=True)
         with self._engine.begin() as conn:
             existed = self._table is not None
             if not replay:
                 self._checkpoints.advance(conn, batch.ranges)
             if self._transactional_ddl:
-                added = self._evolve(conn, rows, plan.new_fields)
+                added = self._evolve(conn, plan, first_offsets)
             deleted = written = 0
             if replay and existed and spec.mode == "append":
                 deleted = self._loader.delete_ranges(
                     conn, self._require_table(), spec.topic, list(batch.ranges.values())
                 )
+            if resolve and existed and spec.mode == "append":
+                deleted += delete_offsets(conn, self._require_table(), batch)
+            dead = self._dlq.apply(conn, batch, replay=replay, resolve=resolve)
             if self._table is not None:
                 if changes is None:
                     written = self._insert(conn, rows)
@@ -166,13 +209,14 @@ class SqlSink:
             rows_deleted=deleted,
             tombstones_skipped=skipped,
             columns_added=added,
+            rows_dead_lettered=dead,
         )
 
-    def _evolve(
-        self, conn: Connection, rows: pa.Table, new_fields: tuple[pa.Field, ...]
-    ) -> tuple[str, ...]:
-        """Create the table on the first rows, or add the batch's new columns."""
+    def _evolve(self, conn: Connection, plan: SchemaPlan, first_offsets: str) -> tuple[str, ...]:
+        """Create the table on the first rows, or add the batch's new columns and widen the
+        columns it needs wider; record each change in the schema history."""
         dialect = conn.dialect
+        rows, new_fields = plan.rows, plan.new_fields
         if self._table is None:
             if rows.num_rows == 0:
                 return ()
@@ -181,12 +225,25 @@ class SqlSink:
             # The definition just created is what reflection would return (and reflecting costs
             # a dozen catalog queries on PostgreSQL, on the first batch of every table).
             self._table, self._schema = table, tables.arrow_schema(conn, table, reflected=False)
+            created = [(f.name, "created", None, str(f.type)) for f in self._schema]
+            self._history.record(conn, created, first_offsets)
             return ()
-        if not new_fields:
+        if not new_fields and not plan.widened:
             return ()
+        if plan.widened:  # first: SQLite rebuilds the table as ``self._table`` defines it
+            widened = {w.name: w.new for w in plan.widened}
+            tables.widen_columns(conn, self._table, widened, self.spec)
         for field in new_fields:
             conn.execute(tables.new_column(self._table, field, self.spec, dialect))
         self._table, self._schema = self._reflect(conn)
+        stored = {f.name: f.type for f in self._schema} if self._schema is not None else {}
+        changes: list[Entry] = [
+            (f.name, "added", None, str(stored.get(f.name, f.type))) for f in new_fields
+        ]
+        changes += [
+            (w.name, "widened", str(w.old), str(stored.get(w.name, w.new))) for w in plan.widened
+        ]
+        self._history.record(conn, changes, first_offsets)
         return tuple(f.name for f in new_fields)
 
     def _insert(self, conn: Connection, rows: pa.Table) -> int:
@@ -226,6 +283,7 @@ class SqlSink:
                             )
                         )
                         deleted += max(result.rowcount, 0)
+                    self._dlq.delete_from(conn, partition, offset)
                     self._checkpoints.set(conn, partition, offset)
         except Exception as exc:
             raise classify(exc, self.where) from exc

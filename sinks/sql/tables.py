@@ -6,6 +6,9 @@
   delete rows.
 * ``_kafka_etl_checkpoints``: the same columns as the DuckDB sink's, in the pipeline's schema.
 * New columns: ``ALTER TABLE ... ADD COLUMN`` compiled by the dialect's own DDL compiler.
+* Widened columns: PostgreSQL ``ALTER COLUMN ... TYPE ... USING``, MySQL/MariaDB ``MODIFY
+  COLUMN``; SQLite has no way to change a declared type, so the table is rebuilt (create a copy
+  with the new types, copy the rows, drop, rename, re-create the indexes) in the transaction.
 
 Identifiers are quoted by SQLAlchemy's preparer; names a database would silently truncate or
 reject are refused here with one line naming the pipeline and the name.
@@ -23,6 +26,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import ExecutableDDLElement
 from sqlalchemy.sql.compiler import DDLCompiler
+from sqlalchemy.types import TypeEngine
 
 from kafka_etl.errors import ConfigError, SchemaConflictError
 from sinks.base import CHECKPOINT_TABLE, TableSpec
@@ -48,6 +52,45 @@ class AddColumn(ExecutableDDLElement):
 def _add_column(element: AddColumn, compiler: DDLCompiler, **kw: Any) -> str:
     table = compiler.preparer.format_table(element.table)
     return f"ALTER TABLE {table} ADD COLUMN {compiler.get_column_specification(element.column)}"
+
+
+class AlterColumnType(ExecutableDDLElement):
+    """Change one column's type to ``column.type``, keeping its values."""
+
+    inherit_cache = False
+
+    def __init__(self, table: sa.Table, column: sa.Column[Any]) -> None:
+        self.table = table
+        self.column = column
+
+
+@compiles(AlterColumnType)
+def _alter_column_type(element: AlterColumnType, compiler: DDLCompiler, **kw: Any) -> str:
+    preparer = compiler.preparer
+    table = preparer.format_table(element.table)
+    if is_mysql(compiler.dialect):
+        spec = compiler.get_column_specification(element.column)
+        return f"ALTER TABLE {table} MODIFY COLUMN {spec}"
+    if compiler.dialect.name == "postgresql":
+        name = preparer.format_column(element.column)
+        type_sql = compiler.dialect.type_compiler_instance.process(element.column.type)
+        return f"ALTER TABLE {table} ALTER COLUMN {name} TYPE {type_sql} USING {name}::{type_sql}"
+    msg = f"{compiler.dialect.name} cannot change a column's type in place"
+    raise NotImplementedError(msg)
+
+
+class RenameTable(ExecutableDDLElement):
+    inherit_cache = False
+
+    def __init__(self, table: sa.Table, new_name: str) -> None:
+        self.table = table
+        self.new_name = new_name
+
+
+@compiles(RenameTable)
+def _rename_table(element: RenameTable, compiler: DDLCompiler, **kw: Any) -> str:
+    table = compiler.preparer.format_table(element.table)
+    return f"ALTER TABLE {table} RENAME TO {compiler.preparer.quote(element.new_name)}"
 
 
 def check_name(name: str, dialect: Dialect, what: str) -> str | None:
@@ -171,6 +214,50 @@ def new_column(table: sa.Table, field: pa.Field, spec: TableSpec, dialect: Diale
     # A detached copy, so the reflected table is not changed before the DDL has committed.
     shadow = sa.Table(table.name, sa.MetaData(), column, schema=table.schema)
     return AddColumn(shadow, column)
+
+
+def widen_columns(
+    conn: Connection, table: sa.Table, widened: dict[str, pa.DataType], spec: TableSpec
+) -> None:
+    """Change the types of ``widened`` columns, keeping every stored value."""
+    dialect = conn.dialect
+    types: dict[str, TypeEngine[Any]] = {}
+    for name, arrow in widened.items():
+        sql = column_type(arrow, dialect)
+        if sql is None:  # pragma: no cover - widening only produces scalar types
+            msg = f"pipeline {spec.pipeline!r}: cannot widen {name!r} to {arrow} in {dialect.name}"
+            raise SchemaConflictError(msg)
+        types[name] = sql
+    if dialect.name == "sqlite":
+        _rebuild(conn, table, types)
+        return
+    for name, sql in types.items():
+        column = sa.Column(name, sql, nullable=table.c[name].nullable)
+        shadow = sa.Table(table.name, sa.MetaData(), column, schema=table.schema)
+        conn.execute(AlterColumnType(shadow, column))
+
+
+def _rebuild(conn: Connection, table: sa.Table, types: dict[str, TypeEngine[Any]]) -> None:
+    """SQLite: a copy of ``table`` with new column types replaces it (same transaction)."""
+    temporary = f"{table.name}__kafka_etl_rebuild"
+    copy = sa.Table(
+        temporary,
+        sa.MetaData(),
+        *(
+            sa.Column(c.name, types.get(c.name, c.type), nullable=c.nullable, autoincrement=False)
+            for c in table.columns
+        ),
+        sa.PrimaryKeyConstraint(*table.primary_key.columns.keys()),
+        schema=table.schema,
+    )
+    copy.create(conn)
+    names = [c.name for c in table.columns]
+    conn.execute(sa.insert(copy).from_select(names, sa.select(*table.columns)))
+    indexes = list(table.indexes)
+    table.drop(conn)
+    conn.execute(RenameTable(copy, table.name))
+    for index in indexes:
+        index.create(conn)
 
 
 def reflect(conn: Connection, spec: TableSpec) -> sa.Table | None:

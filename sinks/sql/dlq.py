@@ -1,0 +1,144 @@
+"""The dead-letter table ``<table>__dlq`` on SQL databases, written in the batch's transaction.
+
+Defined through SQLAlchemy like the target table: raw key and value as ``BYTEA``/``LONGBLOB``/
+``BLOB`` (a 5 MB value fits everywhere), primary key ``(_topic, _partition, _offset)``.
+Created with ``checkfirst`` inside the transaction that first needs it (on MySQL/MariaDB that
+DDL commits on its own, which leaves at most an empty table behind a failed batch).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect
+
+from connector.batch import Batch
+from connector.dead_letters import DLQ_SCHEMA, FIRST_SEEN, dlq_table_name, resolved_offsets
+from kafka_etl.errors import ConfigError
+from sinks.base import TableSpec
+from sinks.sql.load import Loader
+from sinks.sql.tables import check_name
+from sinks.sql.types import column_type, exact_collation, is_mysql
+
+_KAFKA_TOPIC_CHARS = 249
+_SCHEMA = DLQ_SCHEMA.append(FIRST_SEEN)
+
+
+def dlq_table(spec: TableSpec, dialect: Dialect) -> sa.Table:
+    name = dlq_table_name(spec.table)
+    problem = check_name(name, dialect, "dead-letter table")
+    if problem:
+        msg = f"pipeline {spec.pipeline!r}: {problem} (shorten 'table')"
+        raise ConfigError(msg)
+    columns = []
+    for field in _SCHEMA:
+        sql: Any = column_type(field.type, dialect)
+        if field.name == "_topic" and is_mysql(dialect):
+            sql = sa.String(_KAFKA_TOPIC_CHARS, collation=exact_collation(dialect))
+        columns.append(sa.Column(field.name, sql, nullable=field.nullable, autoincrement=False))
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        *columns,
+        sa.PrimaryKeyConstraint("_topic", "_partition", "_offset"),
+        schema=spec.db_schema,
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )
+
+
+class DeadLetters:
+    """One pipeline's dead-letter table; the writing methods run in the caller's transaction."""
+
+    def __init__(self, spec: TableSpec, dialect: Dialect) -> None:
+        self.spec = spec
+        self.table = dlq_table(spec, dialect)
+        self._loader = Loader(dialect)
+
+    def exists(self, conn: Connection) -> bool:
+        return bool(sa.inspect(conn).has_table(self.table.name, schema=self.spec.db_schema))
+
+    def apply(self, conn: Connection, batch: Batch, *, replay: bool, resolve: bool) -> int:
+        """A replay first deletes the dead letters of its ranges, a resolve those it now loads;
+        then the batch's rejects are inserted. Returns the number inserted."""
+        rejects = batch.rejects
+        has_rejects = rejects is not None and rejects.num_rows > 0
+        if not (replay or resolve or has_rejects):
+            return 0
+        exists = self.exists(conn)
+        c = self.table.c
+        if exists and replay:
+            for r in batch.ranges.values():
+                conn.execute(
+                    sa.delete(self.table).where(
+                        c._topic == self.spec.topic,
+                        c._partition == r.partition,
+                        c._offset >= r.first,
+                        c._offset < r.next,
+                    )
+                )
+        if exists and resolve:
+            delete_offsets(conn, self.table, batch)
+        if rejects is None or not has_rejects:
+            return 0
+        if not exists:
+            self.table.create(conn, checkfirst=True)
+        now = pa.array([datetime.now(UTC)] * rejects.num_rows, FIRST_SEEN.type)
+        self._loader.insert(conn, self.table, rejects.append_column(FIRST_SEEN, now), set())
+        return int(rejects.num_rows)
+
+    def delete_from(self, conn: Connection, partition: int, offset: int) -> None:
+        """Reset: dead letters at or after ``offset`` will be read again."""
+        if self.exists(conn):
+            c = self.table.c
+            conn.execute(
+                sa.delete(self.table).where(
+                    c._topic == self.spec.topic, c._partition == partition, c._offset >= offset
+                )
+            )
+
+    def read(self, conn: Connection, limit: int | None) -> pa.Table:
+        if not self.exists(conn):
+            return _SCHEMA.empty_table()
+        c = self.table.c
+        query = (
+            sa.select(*(c[n] for n in _SCHEMA.names))
+            .where(c._topic == self.spec.topic)
+            .order_by(c._partition, c._offset)
+            .limit(limit)
+        )
+        rows = conn.execute(query).all()
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(_SCHEMA)
+        arrays = [
+            pa.array([_plain(v) for v in column], field.type)
+            for column, field in zip(columns, _SCHEMA, strict=True)
+        ]
+        return pa.Table.from_arrays(arrays, schema=_SCHEMA)
+
+
+def delete_offsets(conn: Connection, table: sa.Table, batch: Batch) -> int:
+    """Delete the rows of ``table`` at the exact offsets of the batch's rows and tombstones."""
+    offsets = resolved_offsets(batch.rows, batch.tombstones).to_pylist()
+    if not offsets:
+        return 0
+    c = table.c
+    statement = sa.delete(table).where(
+        c._topic == sa.bindparam("t"),
+        c._partition == sa.bindparam("p"),
+        c._offset == sa.bindparam("o"),
+    )
+    params = [{"t": o["_topic"], "p": o["_partition"], "o": o["_offset"]} for o in offsets]
+    result = conn.execute(statement, params)
+    return max(result.rowcount, 0)
+
+
+def _plain(value: Any) -> Any:
+    """memoryview (psycopg's bytea) as bytes; naive datetimes are UTC wall time."""
+    if isinstance(value, memoryview):
+        return value.tobytes()
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
