@@ -54,6 +54,8 @@ class Batch:
     ``rows`` holds decoded values plus the metadata columns; ``tombstones`` holds the metadata
     columns of messages whose value was null (deletes in upsert tables, skipped otherwise).
     ``ranges`` covers every offset read, including tombstones and offsets Kafka skipped.
+    ``rejects`` holds the messages set aside for the dead-letter table (``on_error: dlq``), as
+    ``connector.dead_letters.DLQ_SCHEMA`` rows; None when there are none.
     """
 
     topic: str
@@ -62,6 +64,7 @@ class Batch:
     tombstones: pa.Table | None = None
     message_bytes: int = 0
     gaps: tuple[Gap, ...] = field(default=())
+    rejects: pa.Table | None = None
 
     @property
     def row_count(self) -> int:
@@ -70,3 +73,7 @@ class Batch:
     @property
     def tombstone_count(self) -> int:
         return 0 if self.tombstones is None else self.tombstones.num_rows
+
+    @property
+    def reject_count(self) -> int:
+        return 0 if self.rejects is None else self.rejects.num_rows

@@ -79,6 +79,8 @@ def result_metadata(result: RunResult, table_name: str, *, replay: bool = False)
         metadata["dagster/column_schema"] = column_schema(result.schema)
     if result.tombstones:
         metadata["tombstones_skipped"] = MetadataValue.int(result.tombstones)
+    if result.dead_lettered:
+        metadata["dead_lettered"] = MetadataValue.int(result.dead_lettered)
     if result.columns_added:
         metadata["columns_added"] = MetadataValue.json(list(result.columns_added))
     if result.gaps:

@@ -15,18 +15,21 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from connector.client import ReadPlan
 from kafka_etl.errors import KafkaEtlError, TerminalError
 from pipelines.config import Project, load_project
+from pipelines.dead_letters import list_dead_letters, replay_dead_letters
 from pipelines.runner import (
     Progress as RunProgress,
 )
 from pipelines.runner import (
     ResetTarget,
     RunResult,
+    pipeline_schema,
     pipeline_status,
     replay_pipeline,
     reset_pipeline,
@@ -96,6 +99,11 @@ def run(
     )
     if result.tombstones:
         out.print(f"  {result.tombstones:,} tombstones (null values) skipped")
+    if result.dead_lettered:
+        out.print(
+            f"  [yellow]{result.dead_lettered:,} messages dead-lettered[/] into"
+            f" {result.table}__dlq (see `kafka-etl dlq {result.pipeline}`)"
+        )
     if result.columns_added:
         out.print(f"  new columns: {', '.join(result.columns_added)}")
     for gap in result.gaps:
@@ -131,6 +139,38 @@ def status(
             )
         table.add_row("total", "", "", "", f"{sum(s.lag for s in rows):,}", style="bold")
         out.print(table)
+
+
+@app.command()
+def schema(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Pipeline whose table to describe.")],
+) -> None:
+    """The target table's current columns and the history of schema changes applied to it."""
+    project = _project(ctx)
+    pipeline = project.pipeline(name)
+    columns, history = pipeline_schema(project, name)
+    where = f"{pipeline.db_schema}.{pipeline.table}" if pipeline.db_schema else pipeline.table
+    if columns is None:
+        out.print(f"{name}: table {where} does not exist yet (nothing loaded)")
+    else:
+        table = Table(title=f"{name}: table {where}", title_justify="left")
+        table.add_column("column")
+        table.add_column("type")
+        for field in columns:
+            table.add_row(escape(field.name), escape(str(field.type)))
+        out.print(table)
+    changes = Table(title=f"{name}: schema history", title_justify="left")
+    for column in ("applied at", "change", "column", "old type", "new type", "first offsets"):
+        changes.add_column(column)
+    for change in history:
+        changes.add_row(
+            change.applied_at.isoformat(sep=" ", timespec="seconds"),
+            change.change,
+            *(escape(text) for text in (change.column, change.old_type or "", change.new_type)),
+            escape(change.first_offsets),
+        )
+    out.print(changes)
 
 
 @app.command()
@@ -205,6 +245,40 @@ def backfill(
         )
 
 
+@app.command()
+def dlq(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Pipeline whose dead letters to show.")],
+    replay: Annotated[
+        bool, typer.Option("--replay", help="Decode them again; move those that now succeed.")
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Rows to list.")] = 50,
+) -> None:
+    """List the messages set aside in <table>__dlq, or replay them after fixing the pipeline."""
+    project = _project(ctx)
+    if replay:
+        done = replay_dead_letters(project, name)
+        out.print(
+            f"{name}: {done.moved:,} of {done.examined:,} dead letters now decode and were moved"
+            f" into the table; {done.still_failing:,} remain"
+        )
+        return
+    letters = list_dead_letters(project, name, limit)
+    table = Table(title=f"{name}: dead letters", title_justify="left")
+    for column in ("partition", "offset", "error class", "message", "first seen"):
+        table.add_column(column, justify="right" if column in ("partition", "offset") else "left")
+    for row in letters.to_pylist():
+        table.add_row(
+            str(row["_partition"]),
+            str(row["_offset"]),
+            row["error_class"],
+            row["error_message"],
+            str(row["first_seen"]),
+        )
+    out.print(table)
+    out.print(f"{letters.num_rows:,} shown (--limit {limit})")
+
+
 def _timestamp(option: str, text: str, choices: str = "") -> datetime:
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -234,6 +308,7 @@ def _summary(result: RunResult) -> dict[str, Any]:
         "table": result.table,
         "rows": result.rows,
         "tombstones": result.tombstones,
+        "dead_lettered": result.dead_lettered,
         "batches": result.batches,
         "seconds": round(result.seconds, 3),
         "rows_per_second": round(result.rows_per_second, 1),

@@ -99,6 +99,22 @@ class Pipeline(BaseModel):
     columns: dict[str, str] = Field(
         default_factory=dict, description="explicit Arrow types by field, e.g. {amount: float64}"
     )
+    on_error: Literal["fail", "dlq"] = Field(
+        default="fail",
+        description="a message that cannot be decoded: fail the run or dead-letter it",
+    )
+    max_error_ratio: float = Field(
+        default=0.01, ge=0, le=1, description="with on_error dlq: bad messages per batch, at most"
+    )
+    on_schema_conflict: Literal["fail", "dlq"] = Field(
+        default="fail", description="a field whose type the table column cannot take"
+    )
+    widen_to_string: bool = Field(
+        default=False, description="let a scalar column become a string column when text arrives"
+    )
+    flatten: int = Field(
+        default=0, ge=0, description="struct fields become a__b columns, this many levels deep"
+    )
     group_id: str | None = None
     batch_max_rows: int = Field(default=200_000, gt=0)
     batch_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
@@ -141,6 +157,13 @@ class Pipeline(BaseModel):
         reserved = _RESERVED_KAFKA_KEYS & set(self.kafka)
         if reserved:
             msg = f"kafka setting {sorted(reserved)[0]!r} is managed by kafka-etl"
+            raise ValueError(msg)
+        if self.on_schema_conflict == "dlq":
+            # Needs schema conflicts routed per message to the dead-letter table (issue 5, §3).
+            msg = (
+                "on_schema_conflict 'dlq' is not available yet (schema conflicts cannot be"
+                " dead-lettered per message); use 'fail'"
+            )
             raise ValueError(msg)
         self._check_formats()
         return self

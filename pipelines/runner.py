@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -29,12 +29,14 @@ from connector.client import (
     plan_read,
     watermarks,
 )
+from connector.dead_letters import rejects_table
+from connector.flatten import flatten_structs
 from connector.formats import Decoder, build_decoder
 from connector.reader import BoundedReader, RawBatch
 from connector.types import parse_arrow_type
 from kafka_etl.errors import TerminalError
 from pipelines.config import Pipeline, Project
-from sinks.base import Sink, TableSpec, WriteResult
+from sinks.base import SchemaChange, Sink, TableSpec, WriteResult
 from sinks.factory import open_sink
 
 
@@ -63,6 +65,7 @@ class RunResult:
     message_bytes: int
     table_rows: int
     schema: pa.Schema | None = field(default=None)
+    dead_lettered: int = 0
 
     @property
     def rows_per_second(self) -> float:
@@ -88,6 +91,7 @@ class _Tally:
 
     rows: int = 0
     tombstones: int = 0
+    dead_lettered: int = 0
     batches: int = 0
     message_bytes: int = 0
     loaded: dict[int, OffsetRange] = field(default_factory=dict)
@@ -97,6 +101,7 @@ class _Tally:
         self.batches += 1
         self.rows += written.rows_written
         self.tombstones += written.tombstones_skipped
+        self.dead_lettered += written.rows_dead_lettered
         self.message_bytes += batch.message_bytes
         self.added.extend(written.columns_added)
         for p, r in batch.ranges.items():
@@ -121,6 +126,7 @@ def table_spec(pipeline: Pipeline) -> TableSpec:
         mode=pipeline.mode,
         key=pipeline.key,
         delete_on_tombstone=pipeline.delete_on_tombstone,
+        widen_to_string=pipeline.widen_to_string,
     )
 
 
@@ -273,7 +279,10 @@ def _load(
     def decode_and_write(handover: list[RawBatch]) -> tuple[Batch, WriteResult]:
         # Taken out of the list so the undecoded messages can be freed as soon as they are
         # decoded, rather than living on in the executor's work item during the write.
-        batch = decoder.decode(handover.pop())
+        batch = decode(pipeline, decoder, handover.pop())
+        if pipeline.flatten:
+            flat = flatten_structs(batch.rows, pipeline.flatten, pipeline.name)
+            batch = replace(batch, rows=flat)
         written = sink.write(batch, replay=replay)
         pa.default_memory_pool().release_unused()  # keep RSS flat across batches
         return batch, written
@@ -315,7 +324,44 @@ def _load(
         message_bytes=tally.message_bytes,
         table_rows=sink.row_count(),
         schema=sink.table_schema(),
+        dead_lettered=tally.dead_lettered,
     )
+
+
+def decode(pipeline: Pipeline, decoder: Decoder, raw: RawBatch) -> Batch:
+    """Decode one micro-batch per ``on_error``: the first bad message fails the run, or bad
+    messages travel in ``Batch.rejects`` to the dead-letter table, unless there are so many
+    (``max_error_ratio``) that the problem is systematic rather than one of single records."""
+    if pipeline.on_error == "fail":
+        return decoder.decode(raw)
+    batch, rejects = decoder.decode_tolerant(raw)
+    if not rejects:
+        return batch
+    if len(rejects) > pipeline.max_error_ratio * len(raw):
+        first = rejects[0]
+        msg = (
+            f"pipeline {pipeline.name!r}: {len(rejects)} of {len(raw)} messages in a batch could"
+            f" not be decoded, more than max_error_ratio {pipeline.max_error_ratio:g} allows;"
+            f" first bad one {first.to_error(raw.topic)}; nothing from this batch was committed"
+        )
+        raise TerminalError(msg)
+    return replace(batch, rejects=rejects_table(raw.topic, rejects))
+
+
+def pipeline_schema(project: Project, name: str) -> tuple[pa.Schema | None, list[SchemaChange]]:
+    """The target table's current columns (None before the first load) and the history of
+    the changes kafka-etl applied to them."""
+    pipeline = project.pipeline(name)
+    sink = open_sink(
+        pipeline.target,
+        table_spec(pipeline),
+        base_dir=base_dir(project),
+        lock_timeout=pipeline.lock_timeout,
+    )
+    try:
+        return sink.table_schema(), sink.schema_history()
+    finally:
+        sink.close()
 
 
 def pipeline_status(project: Project, name: str) -> list[PartitionStatus]:

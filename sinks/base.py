@@ -10,14 +10,16 @@ compare-and-set: if another writer moved the checkpoint, nothing is committed an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
 import pyarrow as pa
 
-from connector.batch import Batch
+from connector.batch import Batch, OffsetRange
 
 CHECKPOINT_TABLE = "_kafka_etl_checkpoints"
+SCHEMA_HISTORY_TABLE = "_kafka_etl_schema_history"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,7 @@ class TableSpec:
     mode: Literal["append", "upsert"] = "append"
     key: tuple[str, ...] = ()
     delete_on_tombstone: bool = False
+    widen_to_string: bool = False
 
     @property
     def display_name(self) -> str:
@@ -45,6 +48,29 @@ class WriteResult:
     rows_deleted: int = 0
     tombstones_skipped: int = 0
     columns_added: tuple[str, ...] = field(default=())
+    rows_dead_lettered: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaChange:
+    """One applied change to a table's columns, as recorded in ``_kafka_etl_schema_history``.
+
+    Types are Arrow type names (the same in every database); ``first_offsets`` names the batch
+    that first needed the change, as ``partition:[first,next)`` ranges.
+    """
+
+    pipeline: str
+    table: str
+    column: str
+    change: Literal["created", "added", "widened"]
+    old_type: str | None
+    new_type: str
+    first_offsets: str
+    applied_at: datetime
+
+
+def describe_ranges(ranges: dict[int, OffsetRange]) -> str:
+    return ", ".join(str(r) for _, r in sorted(ranges.items()))
 
 
 class Sink(Protocol):
@@ -62,13 +88,29 @@ class Sink(Protocol):
         With ``replay=True`` the batch re-covers offsets loaded before: the checkpoint is left
         alone; append tables first delete the rows of ``batch.ranges`` in the same transaction,
         upsert tables apply the offset-guarded upsert (older data never overwrites newer).
+
+        ``batch.rejects`` go to the dead-letter table ``<table>__dlq`` (created when first
+        needed, unique on ``(_topic, _partition, _offset)``) in the same transaction. A replay
+        first deletes the dead letters of ``batch.ranges`` too, so neither table duplicates.
         """
+        ...
+
+    def read_dead_letters(self, limit: int | None = None) -> pa.Table:
+        """The dead-letter rows (``connector.dead_letters.DLQ_SCHEMA`` plus ``first_seen``) in
+        partition and offset order, at most ``limit``; empty if there is no dead-letter table."""
+        ...
+
+    def resolve_dead_letters(self, batch: Batch) -> int:
+        """Move dead letters that now decode into the table, in one transaction: write
+        ``batch.rows`` (and apply ``batch.tombstones`` in upsert mode) and delete their offsets
+        from the dead-letter table. The checkpoint does not move. Idempotent: append tables
+        first delete rows at those exact offsets. Returns the dead letters removed."""
         ...
 
     def reset(self, offsets: dict[int, int]) -> int:
         """Move checkpoints to ``offsets`` (any direction); in append mode also delete the
-        rows at or after them, in the same transaction, so a reload cannot duplicate.
-        Returns the number of rows deleted."""
+        rows at or after them, in the same transaction, so a reload cannot duplicate; dead
+        letters at or after them are deleted in every mode. Returns the number of rows deleted."""
         ...
 
     def table_schema(self) -> pa.Schema | None:
@@ -77,6 +119,10 @@ class Sink(Protocol):
 
     def row_count(self) -> int:
         """Rows in the target table (0 if it does not exist)."""
+        ...
+
+    def schema_history(self) -> list[SchemaChange]:
+        """Every column change applied to the target table by this pipeline, oldest first."""
         ...
 
     def close(self) -> None: ...

@@ -2,9 +2,14 @@
 
 New fields become new nullable columns. A value whose type the table's column can hold without
 loss is cast to it. Anything else is a conflict, refused with a message naming the pipeline,
-the field and both types (type widening and dead-lettering are policy, decided by config).
+the field and both types, unless the column can be widened to hold both (below).
 A JSON column (SQL sinks report it as Arrow's ``arrow.json`` extension type) takes any nested
 value: the sink writes it as JSON text.
+
+Widening (the column's type changes; every stored value keeps its meaning): a wider integer
+(int32 -> int64), an integer or float32 into float64 (int -> float64, float32 -> float64), a
+decimal with more digits (precision up, scale never down), and, with ``widen_to_string``, any
+scalar into a string column. Columns of the table's key (``protected``) are never widened.
 """
 
 from __future__ import annotations
@@ -30,13 +35,31 @@ _DECIMAL_DIGITS = {
 
 
 @dataclass(frozen=True, slots=True)
+class Widening:
+    """A column whose type changes from ``old`` to ``new`` (``new`` holds every ``old``)."""
+
+    name: str
+    old: pa.DataType
+    new: pa.DataType
+
+
+@dataclass(frozen=True, slots=True)
 class SchemaPlan:
     rows: pa.Table  # the batch, cast to the table's types where they differ
     new_fields: tuple[pa.Field, ...]  # columns to add, in batch order
+    widened: tuple[Widening, ...] = ()  # columns whose type grows, in batch order
 
 
-def plan_schema(table: pa.Schema | None, rows: pa.Table, pipeline: str) -> SchemaPlan:
-    """Cast ``rows`` to ``table`` where safe and list the columns the table lacks."""
+def plan_schema(
+    table: pa.Schema | None,
+    rows: pa.Table,
+    pipeline: str,
+    *,
+    widen_to_string: bool = False,
+    protected: tuple[str, ...] = (),
+) -> SchemaPlan:
+    """Cast ``rows`` to ``table`` where safe, list the columns the table lacks and the ones
+    to widen; refuse anything else (``SchemaConflictError``)."""
     # A column whose every value is null has no type yet; it is created once a value arrives.
     untyped = [f.name for f in rows.schema if pa.types.is_null(f.type)]
     if table is None:
@@ -45,6 +68,7 @@ def plan_schema(table: pa.Schema | None, rows: pa.Table, pipeline: str) -> Schem
         return SchemaPlan(rows, tuple(rows.schema))
     existing = {f.name: f.type for f in table}
     new_fields: list[pa.Field] = []
+    widened: list[Widening] = []
     for index, field in enumerate(rows.schema):
         target = existing.get(field.name)
         if target is None:
@@ -55,6 +79,15 @@ def plan_schema(table: pa.Schema | None, rows: pa.Table, pipeline: str) -> Schem
             if field.type != target and _castable_here(field.type, target):
                 rows = rows.set_column(index, field.name, rows.column(index).cast(target))
             continue
+        if widen_to_string and _is_text(target) and not pa.types.is_nested(field.type):
+            rows = rows.set_column(index, field.name, rows.column(index).cast(target))
+            continue
+        wider = widened_type(field.type, target, widen_to_string=widen_to_string)
+        if wider is not None and field.name not in protected:
+            widened.append(Widening(field.name, target, wider))
+            if field.type != wider:
+                rows = rows.set_column(index, field.name, rows.column(index).cast(wider))
+            continue
         msg = (
             f"pipeline {pipeline!r}: field {field.name!r} arrived as {field.type}"
             f" but the table column is {target}"
@@ -63,7 +96,37 @@ def plan_schema(table: pa.Schema | None, rows: pa.Table, pipeline: str) -> Schem
     missing = [name for name in untyped if name not in existing]
     if missing:
         rows = rows.drop_columns(missing)
-    return SchemaPlan(rows, tuple(new_fields))
+    return SchemaPlan(rows, tuple(new_fields), tuple(widened))
+
+
+def widened_type(
+    value: pa.DataType, column: pa.DataType, *, widen_to_string: bool = False
+) -> pa.DataType | None:
+    """The type a ``column`` must become to hold ``value`` too, or None if no widening can."""
+    t = pa.types
+    if t.is_nested(value) or t.is_nested(column) or column == _JSON or value == _JSON:
+        return None
+    if t.is_integer(column) and t.is_integer(value):
+        if t.is_signed_integer(column) and t.is_signed_integer(value):
+            return value if value.bit_width > column.bit_width else None
+        return None
+    if (t.is_integer(column) or t.is_floating(column)) and (
+        t.is_integer(value) or t.is_floating(value)
+    ):
+        return pa.float64()
+    if t.is_decimal(column) and (t.is_decimal(value) or t.is_integer(value)):
+        value_scale = value.scale if t.is_decimal(value) else 0
+        value_digits = (
+            value.precision - value.scale if t.is_decimal(value) else _DECIMAL_DIGITS[value]
+        )
+        scale = max(column.scale, value_scale)
+        precision = max(column.precision - column.scale, value_digits) + scale
+        if precision <= 38:
+            return pa.decimal128(precision, scale)
+        return None
+    if widen_to_string and _is_text(value) and not _is_text(column):
+        return pa.string()
+    return None
 
 
 def _storable(value: pa.DataType, column: pa.DataType) -> bool:

@@ -20,11 +20,14 @@ import pyarrow as pa
 
 from connector.batch import Batch, OffsetRange
 from kafka_etl.errors import CheckpointConflictError, SinkUnavailableError, classify
-from sinks.base import CHECKPOINT_TABLE, TableSpec, WriteResult
+from sinks.base import CHECKPOINT_TABLE, SchemaChange, TableSpec, WriteResult, describe_ranges
 from sinks.changes import Changes, reduce_batch
+from sinks.duckdb import history
+from sinks.duckdb.dlq import DeadLetters
 from sinks.duckdb.sql import column_list, qualified, quote
-from sinks.schema import plan_schema
+from sinks.schema import SchemaPlan, plan_schema
 
+_IDENTITY = ("_topic", "_partition", "_offset")
 _BATCH_VIEW = "_kafka_etl_batch"
 _TOMBSTONE_VIEW = "_kafka_etl_tombstones"
 _CHECKPOINTS = quote(CHECKPOINT_TABLE)
@@ -71,7 +74,9 @@ class DuckDBSink:
             " next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL,"
             " PRIMARY KEY (pipeline, topic, partition))"
         )
+        self._con.execute(history.CREATE)
         self._schema = self._read_schema()
+        self._dlq = DeadLetters(self._con, spec)
 
     # -- reading ---------------------------------------------------------------------------
     def read_checkpoints(self) -> dict[int, int]:
@@ -89,6 +94,9 @@ class DuckDBSink:
             return 0
         return int(self._con.execute(f"SELECT count(*) FROM {self._name}").fetchall()[0][0])
 
+    def schema_history(self) -> list[SchemaChange]:
+        return history.read(self._con, self.spec)
+
     def _read_schema(self) -> pa.Schema | None:
         exists = self._con.execute(
             "SELECT count(*) FROM information_schema.tables"
@@ -104,18 +112,41 @@ class DuckDBSink:
 
     # -- writing ---------------------------------------------------------------------------
     def write(self, batch: Batch, *, replay: bool = False) -> WriteResult:
-        plan = plan_schema(self._schema, batch.rows, self.spec.pipeline)
+        return self._write(batch, replay=replay)
+
+    def resolve_dead_letters(self, batch: Batch) -> int:
+        if batch.ranges:
+            msg = "resolving dead letters never covers offset ranges"
+            raise ValueError(msg)
+        before = self.read_dead_letters().num_rows
+        self._write(batch, replay=True, resolve=True)
+        return before - self.read_dead_letters().num_rows
+
+    def read_dead_letters(self, limit: int | None = None) -> pa.Table:
+        return self._dlq.read(limit)
+
+    def _write(self, batch: Batch, *, replay: bool, resolve: bool = False) -> WriteResult:
+        plan = plan_schema(
+            self._schema,
+            batch.rows,
+            self.spec.pipeline,
+            widen_to_string=self.spec.widen_to_string,
+            protected=(*_IDENTITY, *self.spec.key),
+        )
         upsert = self.spec.mode == "upsert"
         changes = reduce_batch(batch, plan.rows, self.spec) if upsert else None
         con = self._con
         con.begin()
         try:
-            created = self._evolve(plan.rows, plan.new_fields)
+            created = self._evolve(plan, describe_ranges(batch.ranges))
             deleted = 0
             if replay:
                 deleted = self._delete_ranges(batch.ranges) if not created else 0
             else:
                 self._advance(batch.ranges)
+            if resolve and not upsert and not created and self._schema is not None:
+                deleted += self._dlq.delete_offsets(self._name, batch)
+            dead = self._dlq.apply(batch, replay=replay, resolve=resolve)
             written = 0
             if changes is not None:
                 if self._schema is not None or created:
@@ -137,13 +168,14 @@ class DuckDBSink:
             if isinstance(exc, Exception):
                 raise classify(exc, f"duckdb {self.path}") from exc
             raise
-        if created or plan.new_fields:
+        if created or plan.new_fields or plan.widened:
             self._schema = self._read_schema()
         added = tuple(f.name for f in plan.new_fields) if not created else ()
         return WriteResult(
             rows_written=written,
             rows_deleted=deleted,
             tombstones_skipped=batch.tombstone_count if changes is None else changes.skipped,
+            rows_dead_lettered=dead,
             columns_added=added,
         )
 
@@ -200,9 +232,11 @@ class DuckDBSink:
             )
         return deleted
 
-    def _evolve(self, rows: pa.Table, new_fields: tuple[pa.Field, ...]) -> bool:
-        """Create the table, or add the batch's new columns, inside the open transaction."""
+    def _evolve(self, plan: SchemaPlan, first_offsets: str) -> bool:
+        """Create the table, or add the batch's new columns and widen the columns it needs
+        wider, inside the open transaction; each change goes to the schema history."""
         con = self._con
+        rows = plan.rows
         if self._schema is None:
             if self.spec.mode == "upsert" and rows.num_rows == 0:
                 return False  # the key columns are known with the first row
@@ -215,26 +249,56 @@ class DuckDBSink:
                 )
             finally:
                 con.unregister(_BATCH_VIEW)
-            if self.spec.mode == "upsert":
-                # DuckDB cannot update indexed columns in ON CONFLICT: only the key is indexed.
-                index = quote(f"{self.spec.table}__key")
-                unique: tuple[str, ...] = self.spec.key
-            else:
-                index = quote(f"{self.spec.table}__offsets")
-                unique = ("_topic", "_partition", "_offset")
-            con.execute(f"CREATE UNIQUE INDEX {index} ON {self._name} ({column_list(unique)})")
+            self._create_index()
+            entries = [(f.name, "created", None, str(f.type)) for f in rows.schema]
+            history.record(con, self.spec, entries, first_offsets)
             return True
-        for field in new_fields:
-            con.register(_BATCH_VIEW, pa.schema([field]).empty_table())
-            try:
-                # DuckDB names the type of the Arrow field itself (structs, lists included).
-                type_name = con.execute(
+        changes: list[history.Entry] = []
+        for field in plan.new_fields:
+            type_name = self._type_name(field)
+            con.execute(f"ALTER TABLE {self._name} ADD COLUMN {quote(field.name)} {type_name}")
+            changes.append((field.name, "added", None, str(field.type)))
+        if plan.widened:
+            # DuckDB refuses ALTER ... TYPE on a table with an index: drop and rebuild it.
+            con.execute(f"DROP INDEX {self._index_name()}")
+            for w in plan.widened:
+                type_name = self._type_name(pa.field(w.name, w.new))
+                con.execute(
+                    f"ALTER TABLE {self._name} ALTER COLUMN {quote(w.name)} TYPE {type_name}"
+                )
+                changes.append((w.name, "widened", str(w.old), str(w.new)))
+            self._create_index()
+        history.record(con, self.spec, changes, first_offsets)
+        return False
+
+    def _type_name(self, field: pa.Field) -> str:
+        """DuckDB's name for the type of an Arrow field (structs, lists included)."""
+        con = self._con
+        con.register(_BATCH_VIEW, pa.schema([field]).empty_table())
+        try:
+            return str(
+                con.execute(
                     f"DESCRIBE SELECT {quote(field.name)} FROM {quote(_BATCH_VIEW)}"
                 ).fetchall()[0][1]
-            finally:
-                con.unregister(_BATCH_VIEW)
-            con.execute(f"ALTER TABLE {self._name} ADD COLUMN {quote(field.name)} {type_name}")
-        return False
+            )
+        finally:
+            con.unregister(_BATCH_VIEW)
+
+    def _index_name(self, *, bare: bool = False) -> str:
+        # Upsert tables: DuckDB cannot update indexed columns in ON CONFLICT, so only the key
+        # is indexed; append tables: the Kafka coordinates, so a replay cannot duplicate.
+        suffix = "key" if self.spec.mode == "upsert" else "offsets"
+        index = quote(f"{self.spec.table}__{suffix}")
+        if bare or not self.spec.db_schema:
+            return index
+        return f"{quote(self.spec.db_schema)}.{index}"
+
+    def _create_index(self) -> None:
+        unique = self.spec.key if self.spec.mode == "upsert" else _IDENTITY
+        self._con.execute(
+            f"CREATE UNIQUE INDEX {self._index_name(bare=True)} ON {self._name}"
+            f" ({column_list(unique)})"
+        )
 
     def _advance(self, ranges: dict[int, OffsetRange]) -> None:
         """Compare-and-set each partition's checkpoint from ``first`` to ``next``."""
@@ -280,6 +344,8 @@ class DuckDBSink:
                             [self.spec.topic, partition, offset],
                         ).fetchall()[0][0]
                     )
+                if self._dlq.exists():
+                    self._dlq.delete_from(partition, offset)
                 con.execute(
                     f"INSERT INTO {_CHECKPOINTS} VALUES (?, ?, ?, ?, now())"
                     " ON CONFLICT DO UPDATE SET next_offset = excluded.next_offset,"
