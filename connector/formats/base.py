@@ -40,6 +40,7 @@ INVALID_UTF8 = "invalid_utf8"
 TYPE_CONFLICT = "type_conflict"  # JSON: a field's type differs from earlier messages
 METADATA_CLASH = "metadata_clash"  # a field named like one of kafka-etl's metadata columns
 BAD_KEY = "bad_key"  # the key does not decode with the key format
+MAX_NESTING = 32  # levels of structs/lists in one field; deeper values are set aside
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,19 +196,31 @@ class FrameDecoder:
         """A value field named like a metadata column would be ambiguous: the messages that
         carry one are set aside, and the (then empty) column is dropped."""
         reserved = {*METADATA_COLUMNS, *([HEADERS_COLUMN] if self.include_headers else [])}
-        clashes = [name for name in table.column_names if name in reserved]
+        depths = {f.name: _depth(f.type) for f in table.schema}
+        clashes = [
+            n
+            for n in table.column_names
+            if n in reserved or not n or "\x00" in n or depths[n] > MAX_NESTING
+        ]
         if not clashes:
             return table, positions
         for name in clashes:
+            if name in reserved:
+                failure = Failure(
+                    METADATA_CLASH,
+                    f"field {name!r} clashes with kafka-etl's metadata column of that name",
+                )
+            elif depths[name] > MAX_NESTING:  # Arrow's C interface stops at 64 levels
+                failure = Failure(
+                    MALFORMED,
+                    f"field {name!r} is nested {depths[name]} levels deep"
+                    f" (at most {MAX_NESTING} are supported)",
+                )
+            else:  # no database can name a column so
+                failure = Failure(MALFORMED, f"field name {name!r} cannot be a column name")
             carried = np.asarray(table.column(name).is_valid())
             for i in positions[carried]:
-                failures.setdefault(
-                    int(i),
-                    Failure(
-                        METADATA_CLASH,
-                        f"field {name!r} clashes with kafka-etl's metadata column of that name",
-                    ),
-                )
+                failures.setdefault(int(i), failure)
         table = table.drop_columns(clashes)
         return _drop_failed(table, positions, failures)
 
@@ -227,6 +240,13 @@ def headers_column(headers: list[Headers] | None, positions: np.ndarray) -> pa.A
     offsets = np.zeros(len(chosen) + 1, np.int32)
     np.cumsum(counts, out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets), entries, type=HEADERS_TYPE)
+
+
+def _depth(t: pa.DataType) -> int:
+    """Levels of nesting of a type (0 for scalars)."""
+    if not pa.types.is_nested(t):
+        return 0
+    return 1 + max((_depth(t.field(i).type) for i in range(t.num_fields)), default=0)
 
 
 def _as_column(decoded: Decoded) -> pa.Array:

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
 
-from connector.formats.base import MALFORMED, Decoded, Failure
+from connector.formats.base import INVALID_UTF8, MALFORMED, Decoded, Failure
 from connector.formats.unify import combine
 
 _ROW_SUFFIX = re.compile(r"\s*in row \d+$")
@@ -37,6 +37,8 @@ class JsonFormat:
             return Decoded(pa.table({}), np.empty(0, np.int64))
         joined = _Joined(values)
         failures = _not_objects(values, joined)
+        for i, failure in _invalid_utf8(values, joined).items():
+            failures.setdefault(i, failure)
         if not failures:
             table = self._parse(values, joined)
             if table is not None:
@@ -129,6 +131,27 @@ class _Joined:
         buf = np.frombuffer(self.data, np.uint8)
         first = buf[np.minimum(self.starts, len(buf) - 1)]
         return np.where(self.lengths > 0, first, 0).astype(np.uint8)
+
+
+def _invalid_utf8(values: Sequence[bytes], joined: _Joined) -> dict[int, Failure]:
+    """Values that are not valid UTF-8 (pyarrow's JSON reader would pass such strings through
+    into ``string`` columns that no database accepts). One vectorised check of the whole batch;
+    only when it fails are the values checked one by one."""
+    data = pa.py_buffer(joined.data)
+    offsets = pa.py_buffer(np.array([0, len(joined.data)], np.int64))
+    try:
+        pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, data]).cast(pa.large_string())
+    except pa.ArrowInvalid:
+        pass
+    else:
+        return {}
+    failures: dict[int, Failure] = {}
+    for i, value in enumerate(values):
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            failures[i] = Failure(INVALID_UTF8, f"value is not valid UTF-8 (byte {exc.start})")
+    return failures
 
 
 def _not_objects(values: Sequence[bytes], joined: _Joined) -> dict[int, Failure]:
