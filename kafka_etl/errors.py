@@ -44,7 +44,15 @@ class RecordError(TerminalError):
 
 
 class SchemaConflictError(TerminalError):
-    """A batch's column type cannot be stored in the existing table column."""
+    """A batch's column type cannot be stored in the existing table column.
+
+    ``field`` names the batch's column when the conflict is about one column's values (so the
+    messages that carry a value for it can be set aside with ``on_schema_conflict: dlq``).
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class CheckpointConflictError(TerminalError):

@@ -107,7 +107,9 @@ class Pipeline(BaseModel):
         default=0.01, ge=0, le=1, description="with on_error dlq: bad messages per batch, at most"
     )
     on_schema_conflict: Literal["fail", "dlq"] = Field(
-        default="fail", description="a field whose type the table column cannot take"
+        default="fail",
+        description="a field whose type the table column cannot take: fail the run, or"
+        " dead-letter the messages that carry it (counted against max_error_ratio)",
     )
     widen_to_string: bool = Field(
         default=False, description="let a scalar column become a string column when text arrives"
@@ -157,13 +159,6 @@ class Pipeline(BaseModel):
         reserved = _RESERVED_KAFKA_KEYS & set(self.kafka)
         if reserved:
             msg = f"kafka setting {sorted(reserved)[0]!r} is managed by kafka-etl"
-            raise ValueError(msg)
-        if self.on_schema_conflict == "dlq":
-            # Needs schema conflicts routed per message to the dead-letter table (issue 5, §3).
-            msg = (
-                "on_schema_conflict 'dlq' is not available yet (schema conflicts cannot be"
-                " dead-lettered per message); use 'fail'"
-            )
             raise ValueError(msg)
         self._check_formats()
         return self

@@ -36,6 +36,7 @@ from connector.reader import BoundedReader, RawBatch
 from connector.types import parse_arrow_type
 from kafka_etl.errors import TerminalError
 from pipelines.config import Pipeline, Project
+from pipelines.conflicts import check_error_ratio, set_aside_conflicts
 from sinks.base import SchemaChange, Sink, TableSpec, WriteResult
 from sinks.factory import open_sink
 
@@ -275,14 +276,20 @@ def _load(
         include_headers=pipeline.include_headers,
     )
     tally = _Tally()
+    spec = table_spec(pipeline)
 
     def decode_and_write(handover: list[RawBatch]) -> tuple[Batch, WriteResult]:
         # Taken out of the list so the undecoded messages can be freed as soon as they are
         # decoded, rather than living on in the executor's work item during the write.
-        batch = decode(pipeline, decoder, handover.pop())
+        raw = handover.pop()
+        batch = decode(pipeline, decoder, raw)
         if pipeline.flatten:
             flat = flatten_structs(batch.rows, pipeline.flatten, pipeline.name)
             batch = replace(batch, rows=flat)
+        if pipeline.on_schema_conflict == "dlq":
+            batch = set_aside_conflicts(sink.table_schema(), batch, raw, spec)
+            check_error_ratio(pipeline.name, batch, len(raw), pipeline.max_error_ratio)
+        del raw
         written = sink.write(batch, replay=replay)
         pa.default_memory_pool().release_unused()  # keep RSS flat across batches
         return batch, written

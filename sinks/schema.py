@@ -92,7 +92,7 @@ def plan_schema(
             f"pipeline {pipeline!r}: field {field.name!r} arrived as {field.type}"
             f" but the table column is {target}"
         )
-        raise SchemaConflictError(msg)
+        raise SchemaConflictError(msg, field=field.name)
     missing = [name for name in untyped if name not in existing]
     if missing:
         rows = rows.drop_columns(missing)

@@ -16,7 +16,7 @@ from tests.helpers import checkpoints, cli, project_for, table_offsets, write_pi
 from tests.integration.test_sinks import fetch
 
 
-def test_a_new_field_adds_a_column_an_int_widens_to_float_and_a_conflict_fails_the_run(
+def test_a_new_field_adds_a_column_an_int_widens_to_float_and_a_conflict_fails_or_is_dead_lettered(
     sink_url: str,
     tmp_path: Path,
     kafka_bootstrap: str,
@@ -62,6 +62,20 @@ def test_a_new_field_adds_a_column_an_int_widens_to_float_and_a_conflict_fails_t
     )
     assert checkpoints(sink_url, tmp_path, "evo", topic) == {0: 15}
     assert table_offsets(sink_url, tmp_path, "evo") == [(0, o) for o in range(15)]
+
+    # under on_schema_conflict: dlq the same messages become dead letters, in the same
+    # transaction as the checkpoint; the next good messages load as usual
+    dlq = {**body, "on_schema_conflict": "dlq", "max_error_ratio": 1.0}
+    project = project_for(write_pipelines(tmp_path, kafka_bootstrap, {"evo": dlq}))
+    set_aside = run_pipeline(project, "evo")
+    assert (set_aside.rows, set_aside.dead_lettered) == (0, 2)
+    letters = fetch(sink_url, tmp_path, "SELECT _offset, error_class FROM evo__dlq ORDER BY 1")
+    assert letters == [(15, "schema_conflict"), (16, "schema_conflict")]
+    produce(topic, [{"id": 17, "n": 17.5, "note": "ok"}])
+    assert run_pipeline(project, "evo").rows == 1
+    assert checkpoints(sink_url, tmp_path, "evo", topic) == {0: 18}
+    loaded = [o for _, o in table_offsets(sink_url, tmp_path, "evo")]
+    assert sorted(loaded + [o for o, _ in letters]) == list(range(18))
 
     # every change is in the history, with the batch that first needed it
     columns, history = pipeline_schema(project, "evo")
