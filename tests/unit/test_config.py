@@ -83,6 +83,16 @@ def test_a_good_file_loads_with_interpolation_and_defaults(tmp_path: Path) -> No
             id="reserved-setting",
         ),
         pytest.param(("pipelines:", "pipelines: [\n"), "pipelines.yaml: line", id="bad-yaml"),
+        pytest.param(
+            ("    table: user_events\n", "    table: user_events\n    flatten: -1\n"),
+            "pipeline 'user_events', field 'flatten': Input should be greater than or equal to 0",
+            id="negative-flatten",
+        ),
+        pytest.param(
+            ("    table: user_events\n", "    table: user_events\n    on_schema_conflict: skip\n"),
+            "pipeline 'user_events', field 'on_schema_conflict': Input should be 'fail' or 'dlq'",
+            id="unknown-conflict-policy",
+        ),
     ],
 )
 def test_bad_definitions_are_one_line_errors(
@@ -125,4 +135,13 @@ def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip().endswith(
         "absent.yaml: cannot read pipelines file (No such file or directory)"
+    )
+
+
+def test_schema_evolution_settings_default_to_refusing_and_not_flattening(tmp_path: Path) -> None:
+    pipeline = load_project(write(tmp_path, GOOD), env={"BOOT": "x:1"}).pipeline("user_events")
+    assert (pipeline.on_schema_conflict, pipeline.widen_to_string, pipeline.flatten) == (
+        "fail",
+        False,
+        0,
     )
