@@ -317,3 +317,31 @@ def test_pipelines_file_accepts_the_dlq_settings(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(document))
     pipeline = project_for(path).pipeline("a")
     assert (pipeline.on_error, pipeline.max_error_ratio) == ("fail", 0.01)
+
+
+def test_upsert_tables_dead_letter_too_and_a_backfill_does_not_duplicate(
+    sink_url: str, tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    topic = topic_factory(1)
+    messages: list[Message] = []
+    for i in range(40):
+        value = b"{oops" if i % 10 == 7 else json.dumps({"id": i % 8, "v": i}).encode()
+        messages.append((value, None, None))
+    produce_raw(kafka_bootstrap, topic, messages)
+    body = {
+        "topic": topic,
+        "target": sink_url,
+        "table": "latest",
+        "mode": "upsert",
+        "key": ["id"],
+        "on_error": "dlq",
+        "max_error_ratio": 0.2,
+        "batch_max_rows": 15,
+    }
+    project = project_for(write_pipelines(tmp_path, kafka_bootstrap, {"latest": body}))
+    assert run_pipeline(project, "latest").dead_lettered == 4
+    replayed = replay_pipeline(project, "latest", offsets={0: (0, 40)})
+    assert replayed.dead_lettered == 4
+    assert sorted(dead_letters(sink_url, tmp_path, "latest")) == [7, 17, 27, 37]
+    newest = dict(fetch(sink_url, tmp_path, "SELECT id, v FROM latest"))
+    assert newest == {k: max(i for i in range(40) if i % 8 == k and i % 10 != 7) for k in range(8)}
