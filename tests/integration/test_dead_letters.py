@@ -20,7 +20,7 @@ from confluent_kafka import Producer
 
 from kafka_etl.errors import TerminalError
 from pipelines.dead_letters import list_dead_letters, replay_dead_letters
-from pipelines.runner import replay_pipeline, run_pipeline
+from pipelines.runner import replay_pipeline, reset_pipeline, run_pipeline
 from tests.fixtures.databases import sinks
 from tests.fixtures.kafka import Produce, TopicFactory
 from tests.helpers import checkpoints, cli, project_for, table_offsets, write_pipelines
@@ -345,3 +345,29 @@ def test_upsert_tables_dead_letter_too_and_a_backfill_does_not_duplicate(
     assert sorted(dead_letters(sink_url, tmp_path, "latest")) == [7, 17, 27, 37]
     newest = dict(fetch(sink_url, tmp_path, "SELECT id, v FROM latest"))
     assert newest == {k: max(i for i in range(40) if i % 8 == k and i % 10 != 7) for k in range(8)}
+
+
+@sinks("duckdb", "sqlite")
+def test_reset_clears_the_dead_letters_it_will_read_again(
+    sink_url: str, tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    topic = topic_factory(1)
+    produce_raw(
+        kafka_bootstrap,
+        topic,
+        [(b"{bad" if i in (2, 8) else good(i), None, None) for i in range(10)],
+    )
+    body = {
+        "topic": topic,
+        "target": sink_url,
+        "table": "t",
+        "on_error": "dlq",
+        "max_error_ratio": 0.5,
+    }
+    project = project_for(write_pipelines(tmp_path, kafka_bootstrap, {"t": body}))
+    assert run_pipeline(project, "t").dead_lettered == 2
+    reset_pipeline(project, "t", "earliest")
+    assert list(dead_letters(sink_url, tmp_path, "t")) == []
+    again = run_pipeline(project, "t")
+    assert (again.rows, again.dead_lettered) == (8, 2)
+    assert sorted(dead_letters(sink_url, tmp_path, "t")) == [2, 8]
