@@ -54,13 +54,11 @@ class ProtobufGroup:
 
     def decode(self, frame: Frame) -> Decoded:
         failures: dict[int, Failure] = {}
-        paths, starts = _message_indexes(frame, failures)
+        codes, starts, paths = _message_indexes(frame, failures)
         parts: list[tuple[np.ndarray, pa.Table]] = []
-        for path in sorted(set(paths)):
-            rows = np.array([i for i, p in enumerate(paths) if p == path and i not in failures])
-            if not rows.size:
-                continue
-            reader = self._reader(path)
+        for code in np.unique(codes[codes >= 0]).tolist():
+            rows = np.flatnonzero(codes == code)
+            reader = self._reader(paths[code])
             if isinstance(reader, str):
                 for i in rows.tolist():
                     failures[i] = Failure(UNKNOWN_MESSAGE, reader)
@@ -118,20 +116,32 @@ def protobuf_registry_format(registry: SchemaRegistry) -> ConfluentFormat:
 
 def _message_indexes(
     frame: Frame, failures: dict[int, Failure]
-) -> tuple[list[tuple[int, ...]], np.ndarray]:
-    """Each message's index path and the start of its payload."""
+) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, ...]]]:
+    """Per message: a code for its message-index path (-1 if malformed), where its payload
+    starts, and the path of every code.
+
+    Paths of one index (``[k]``: one 0 byte for ``[0]``, else count 1 then k) are read for all
+    messages at once; deeper paths (nested message types) one by one.
+    """
     pos, end, data = frame.pos, frame.end, frame.data
-    first = data[pos]
-    simple = (first == 0) & (pos < end)
-    paths: list[tuple[int, ...]] = [(0,)] * len(pos)
-    starts = pos + 1
-    for i in np.flatnonzero(~simple).tolist():  # rare: another message type of the file
+    first, second = data[pos], data[pos + 1]
+    zero = (first == 0) & (pos < end)
+    single = (first == 2) & (second < 0x80) & (second % 2 == 0) & (pos + 2 <= end)
+    codes = np.full(len(pos), -1, np.int64)
+    codes[zero] = 0
+    codes[single] = second[single] // 2  # zig-zag of a non-negative index
+    starts = pos + np.where(zero, 1, 2)
+    paths: dict[int, tuple[int, ...]] = {int(k): (int(k),) for k in np.unique(codes[codes >= 0])}
+    deeper: dict[tuple[int, ...], int] = {}
+    for i in np.flatnonzero(~zero & ~single).tolist():
         path, start = _read_path(data, int(pos[i]), int(end[i]))
         if path is None:
             failures[i] = Failure(WIRE_FORMAT, "malformed Protobuf message-index path")
-        else:
-            paths[i], starts[i] = path, start
-    return paths, starts
+            continue
+        code = deeper.setdefault(path, (1 << 40) + len(deeper))
+        paths[code] = path
+        codes[i], starts[i] = code, start
+    return codes, starts, paths
 
 
 def _read_path(data: np.ndarray, pos: int, end: int) -> tuple[tuple[int, ...] | None, int]:
