@@ -60,8 +60,13 @@ def make_topic(servers: str, count: int) -> str:
     admin = AdminClient({"bootstrap.servers": servers})
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(timeout=30)
     producer = Producer(
-        {"bootstrap.servers": servers, "linger.ms": 50, "batch.size": 1_000_000,
-         "queue.buffering.max.messages": 2_000_000, "compression.type": "lz4"}
+        {
+            "bootstrap.servers": servers,
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 2_000_000,
+            "compression.type": "lz4",
+        }
     )
     for i in range(count):
         while True:
@@ -76,8 +81,12 @@ def make_topic(servers: str, count: int) -> str:
 
 def raw_consume(servers: str, topic: str, count: int) -> float:
     consumer = Consumer(
-        {"bootstrap.servers": servers, "group.id": f"bench-{uuid.uuid4().hex}",
-         "enable.auto.commit": False, "queued.max.messages.kbytes": 32768}
+        {
+            "bootstrap.servers": servers,
+            "group.id": f"bench-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "queued.max.messages.kbytes": 32768,
+        }
     )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
     seen = 0
@@ -94,14 +103,21 @@ def raw_consume(servers: str, topic: str, count: int) -> float:
 def end_to_end(servers: str, topic: str, workdir: Path, name: str) -> tuple[float, float, int]:
     """rows/s, seconds and peak RSS (bytes) of `kafka-etl run` in a child process."""
     config = workdir / f"{name}.yaml"
-    config.write_text(yaml.safe_dump({
-        "kafka": {"bootstrap.servers": servers},
-        "pipelines": {name: {"topic": topic, "target": f"duckdb:///{name}.duckdb", "table": name}},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "kafka": {"bootstrap.servers": servers},
+                "pipelines": {
+                    name: {"topic": topic, "target": f"duckdb:///{name}.duckdb", "table": name}
+                },
+            }
+        )
+    )
     started = time.perf_counter()
     proc = subprocess.Popen(
         [str(REPO / ".venv" / "bin" / "kafka-etl"), "-c", str(config), "run", name, "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
@@ -116,11 +132,16 @@ def end_to_end(servers: str, topic: str, workdir: Path, name: str) -> tuple[floa
 def seed_loop(servers: str, topic: str, count: int, workdir: Path) -> float:
     """What a first script does: one poll, one json.loads and one INSERT per message."""
     con = duckdb.connect(str(workdir / "seed.duckdb"))
-    con.execute("CREATE TABLE events (user_id BIGINT, action VARCHAR, session VARCHAR, page VARCHAR,"
-                " ts VARCHAR, amount DOUBLE, partition INTEGER, \"offset\" BIGINT)")
+    con.execute(
+        "CREATE TABLE events (user_id BIGINT, action VARCHAR, session VARCHAR, page VARCHAR,"
+        ' ts VARCHAR, amount DOUBLE, partition INTEGER, "offset" BIGINT)'
+    )
     consumer = Consumer(
-        {"bootstrap.servers": servers, "group.id": f"seed-{uuid.uuid4().hex}",
-         "enable.auto.commit": False}
+        {
+            "bootstrap.servers": servers,
+            "group.id": f"seed-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
     )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
     done = 0
@@ -132,8 +153,16 @@ def seed_loop(servers: str, topic: str, count: int, workdir: Path) -> float:
         v = json.loads(m.value())
         con.execute(
             "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [v["user_id"], v["action"], v["session"], v["page"], v["ts"], v["amount"],
-             m.partition(), m.offset()],
+            [
+                v["user_id"],
+                v["action"],
+                v["session"],
+                v["page"],
+                v["ts"],
+                v["amount"],
+                m.partition(),
+                m.offset(),
+            ],
         )
         done += 1
     elapsed = time.perf_counter() - started
@@ -149,8 +178,11 @@ def main() -> int:
     args = parser.parse_args()
     servers = bootstrap()
     size = len(event(12345))
-    print(f"broker {servers}; producing {args.messages:,} + {args.messages // 4:,} events"
-          f" of ~{size} bytes over {PARTITIONS} partitions ...", flush=True)
+    print(
+        f"broker {servers}; producing {args.messages:,} + {args.messages // 4:,} events"
+        f" of ~{size} bytes over {PARTITIONS} partitions ...",
+        flush=True,
+    )
     big = make_topic(servers, args.messages)
     small = make_topic(servers, args.messages // 4)
     with tempfile.TemporaryDirectory(prefix="bench-json-") as tmp:
@@ -160,13 +192,17 @@ def main() -> int:
         _, _, rss_small = end_to_end(servers, small, workdir, "small")
         c = seed_loop(servers, big, args.slice, workdir)
     print(f"(a) raw consume()            {a:>12,.0f} msg/s")
-    print(f"(b) kafka-etl run -> DuckDB  {b:>12,.0f} rows/s  ({args.messages:,} rows in"
-          f" {b_seconds:.2f}s, process start included)")
+    print(
+        f"(b) kafka-etl run -> DuckDB  {b:>12,.0f} rows/s  ({args.messages:,} rows in"
+        f" {b_seconds:.2f}s, process start included)"
+    )
     print(f"(c) seed loop (poll/loads/INSERT, {args.slice:,} msgs) {c:>8,.0f} rows/s")
     print(f"b/a = {b / a:.2f}   (target >= 0.50)")
     print(f"b/c = {b / c:.1f}x  (target >= 20x)")
-    print(f"peak RSS of (b): {rss / 2**20:.0f} MB at {args.messages:,} messages,"
-          f" {rss_small / 2**20:.0f} MB at {args.messages // 4:,} (target < 500 MB)")
+    print(
+        f"peak RSS of (b): {rss / 2**20:.0f} MB at {args.messages:,} messages,"
+        f" {rss_small / 2**20:.0f} MB at {args.messages // 4:,} (target < 500 MB)"
+    )
     return 0
 
 
