@@ -73,6 +73,24 @@ def describe_ranges(ranges: dict[int, OffsetRange]) -> str:
     return ", ".join(str(r) for _, r in sorted(ranges.items()))
 
 
+class ClosesOnExit:
+    """``with sink:`` closes it, whatever happened inside."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class Sink(Protocol):
     """A target database, bound to one pipeline's table."""
 

@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from connector.batch import Batch, OffsetRange
 from kafka_etl.errors import CheckpointConflictError, SinkUnavailableError, classify
-from sinks.base import CHECKPOINT_TABLE, SchemaChange, TableSpec, WriteResult, describe_ranges
+from sinks.base import (
+    CHECKPOINT_TABLE,
+    ClosesOnExit,
+    SchemaChange,
+    TableSpec,
+    WriteResult,
+    describe_ranges,
+)
 from sinks.changes import Changes, reduce_batch
 from sinks.duckdb import history
 from sinks.duckdb.dlq import DeadLetters
@@ -60,7 +66,7 @@ def connect(
         return con
 
 
-class DuckDBSink:
+class DuckDBSink(ClosesOnExit):
     """Rows and checkpoints of one pipeline in one DuckDB file."""
 
     def __init__(self, path: str, spec: TableSpec, *, lock_timeout: float = 60.0) -> None:
@@ -361,17 +367,6 @@ class DuckDBSink:
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
         self._con.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _newer(incoming: str = _INCOMING) -> str:

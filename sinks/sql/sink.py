@@ -17,8 +17,7 @@ connection and transaction that applied it.
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -27,7 +26,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from connector.batch import Batch
 from kafka_etl.errors import ConfigError, classify
-from sinks.base import SchemaChange, TableSpec, WriteResult, describe_ranges
+from sinks.base import ClosesOnExit, SchemaChange, TableSpec, WriteResult, describe_ranges
 from sinks.changes import Changes, reduce_batch
 from sinks.schema import SchemaPlan, plan_schema
 from sinks.sql import tables
@@ -40,7 +39,7 @@ from sinks.sql.statements import supports_upsert
 from sinks.sql.types import JSON_TYPE
 
 
-class SqlSink:
+class SqlSink(ClosesOnExit):
     """Rows and checkpoints of one pipeline in a database reached through SQLAlchemy."""
 
     def __init__(
@@ -293,17 +292,6 @@ class SqlSink:
     def close(self) -> None:
         self._json.close()
         self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def make_engine(url: URL, lock_timeout: float = 60.0) -> Engine:
