@@ -135,7 +135,7 @@ def _storable(value: pa.DataType, column: pa.DataType) -> bool:
     if t.is_null(value):
         return True
     if column == _JSON:
-        return t.is_nested(value) or value == _JSON
+        return t.is_nested(value) or t.is_interval(value) or value == _JSON
     if t.is_integer(value) and t.is_integer(column):
         return column.bit_width >= value.bit_width and (
             t.is_signed_integer(column) or t.is_unsigned_integer(value)
@@ -162,8 +162,9 @@ def _storable(value: pa.DataType, column: pa.DataType) -> bool:
 
 
 def _castable_here(value: pa.DataType, column: pa.DataType) -> bool:
-    """Flat casts are done in Arrow; nested ones are left to the database's by-name insert."""
-    return not (pa.types.is_nested(value) or pa.types.is_nested(column))
+    """Flat casts are done in Arrow; nested ones are left to the database's by-name insert,
+    and values bound for a JSON column are encoded by the sink itself."""
+    return not (pa.types.is_nested(value) or pa.types.is_nested(column) or column == _JSON)
 
 
 def _is_text(t: pa.DataType) -> bool:

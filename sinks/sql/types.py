@@ -39,8 +39,9 @@ def exact_collation(dialect: Dialect) -> str | None:
 
 
 def stored_as_json(arrow: pa.DataType) -> bool:
-    """Values of this type are written as JSON text."""
-    return pa.types.is_nested(arrow) or arrow == JSON_TYPE
+    """Values of this type are written as JSON text (intervals too: the SQL databases share no
+    interval type, and a JSON string such as "1 day 00:00:01.5" keeps the value readable)."""
+    return pa.types.is_nested(arrow) or pa.types.is_interval(arrow) or arrow == JSON_TYPE
 
 
 def key_text_length(key_types: list[pa.DataType]) -> int:
