@@ -24,20 +24,8 @@ from pathlib import Path
 
 import duckdb
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
-
-REPO = Path(__file__).resolve().parents[1]
-PARTITIONS = 3
-
-
-def bootstrap() -> str:
-    if env := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        return env
-    out = subprocess.run(
-        [str(REPO / "scripts" / "local-kafka"), "start"], capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip().splitlines()[-1]
+from common import PARTITIONS, REPO, bootstrap, make_topic
+from confluent_kafka import Consumer, TopicPartition
 
 
 def event(i: int) -> bytes:
@@ -53,30 +41,6 @@ def event(i: int) -> bytes:
         },
         separators=(",", ":"),
     ).encode()
-
-
-def make_topic(servers: str, count: int) -> str:
-    topic = f"bench-json-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": servers})
-    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(timeout=30)
-    producer = Producer(
-        {
-            "bootstrap.servers": servers,
-            "linger.ms": 50,
-            "batch.size": 1_000_000,
-            "queue.buffering.max.messages": 2_000_000,
-            "compression.type": "lz4",
-        }
-    )
-    for i in range(count):
-        while True:
-            try:
-                producer.produce(topic, event(i), key=str(i % 50_000).encode())
-                break
-            except BufferError:
-                producer.poll(0.05)
-    producer.flush(120)
-    return topic
 
 
 def raw_consume(servers: str, topic: str, count: int) -> float:
@@ -183,8 +147,8 @@ def main() -> int:
         f" of ~{size} bytes over {PARTITIONS} partitions ...",
         flush=True,
     )
-    big = make_topic(servers, args.messages)
-    small = make_topic(servers, args.messages // 4)
+    big = make_topic(servers, args.messages, event, "bench-json")
+    small = make_topic(servers, args.messages // 4, event, "bench-json")
     with tempfile.TemporaryDirectory(prefix="bench-json-") as tmp:
         workdir = Path(tmp)
         a = raw_consume(servers, big, args.messages)

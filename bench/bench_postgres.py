@@ -32,21 +32,9 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from common import PARTITIONS, REPO, bootstrap, make_topic
+from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy.engine import make_url
-
-REPO = Path(__file__).resolve().parents[1]
-PARTITIONS = 3
-
-
-def bootstrap() -> str:
-    if env := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        return env
-    out = subprocess.run(
-        [str(REPO / "scripts" / "local-kafka"), "start"], capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip().splitlines()[-1]
 
 
 def server_url() -> str:
@@ -75,30 +63,6 @@ def event(i: int) -> bytes:
         },
         separators=(",", ":"),
     ).encode()
-
-
-def make_topic(servers: str, count: int) -> str:
-    topic = f"bench-pg-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": servers})
-    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(timeout=30)
-    producer = Producer(
-        {
-            "bootstrap.servers": servers,
-            "linger.ms": 50,
-            "batch.size": 1_000_000,
-            "queue.buffering.max.messages": 2_000_000,
-            "compression.type": "lz4",
-        }
-    )
-    for i in range(count):
-        while True:
-            try:
-                producer.produce(topic, event(i), key=str(i % 50_000).encode())
-                break
-            except BufferError:
-                producer.poll(0.05)
-    producer.flush(120)
-    return topic
 
 
 class Database:
@@ -232,7 +196,7 @@ def main() -> int:
         flush=True,
     )
     started = time.perf_counter()
-    topic = make_topic(servers, args.messages)
+    topic = make_topic(servers, args.messages, event, "bench-pg")
     print(f"produced in {time.perf_counter() - started:.1f}s", flush=True)
     variants = [
         ("copy", "(a) COPY path, kafka-etl run"),
