@@ -51,25 +51,9 @@ def engine_for(target: str, base_dir: Path) -> sa.Engine:
 
 def table_offsets(target: str, base_dir: Path, table: str) -> list[tuple[int, int]]:
     """All ``(_partition, _offset)`` pairs stored in ``table``, sorted."""
-    url = resolve_target(target, base_dir)
-    if url.get_backend_name() == "duckdb":
-        import duckdb
-
-        con = duckdb.connect(url.database or ":memory:", read_only=True)
-        try:
-            ident = '"' + table.replace('"', '""') + '"'
-            sql = "SELECT _partition, _offset FROM " + ident + " ORDER BY 1, 2"
-            return [(int(p), int(o)) for p, o in con.execute(sql).fetchall()]
-        finally:
-            con.close()
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        t = sa.Table(table, sa.MetaData(), autoload_with=engine)
-        query = sa.select(t.c._partition, t.c._offset).order_by(t.c._partition, t.c._offset)
-        with engine.connect() as conn:
-            return [(int(p), int(o)) for p, o in conn.execute(query)]
-    finally:
-        engine.dispose()
+    t = sa.table(table, sa.column("_partition"), sa.column("_offset"))
+    query = sa.select(t.c._partition, t.c._offset).order_by(t.c._partition, t.c._offset)
+    return [(int(p), int(o)) for p, o in _rows(target, base_dir, query)]
 
 
 def high_watermarks(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
@@ -96,36 +80,59 @@ def events(start: int, count: int) -> list[dict[str, Any]]:
     ]
 
 
-def _rows(target: str, base_dir: Path, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
-    """Rows of ``query``; none when its table does not exist yet (a run killed that early
-    committed nothing)."""
+def fetch(
+    target: str, base_dir: Path, query: str | sa.Select[Any], *, write: bool = False
+) -> list[tuple[Any, ...]]:
+    """Run one statement on a pipeline's target (DuckDB through its own driver)."""
     url = resolve_target(target, base_dir)
-    table = next(iter(query.get_final_froms())).name  # type: ignore[attr-defined]
     if url.get_backend_name() == "duckdb":
         import duckdb
         from sqlalchemy.dialects import postgresql
 
-        compiled = query.compile(
-            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
-        )
-        if not Path(url.database or "").exists():
-            return []
-        con = duckdb.connect(url.database or ":memory:", read_only=True)
+        if not isinstance(query, str):
+            # DuckDB quotes like PostgreSQL; "named" keeps a % in a name from being doubled.
+            compiled = query.compile(
+                dialect=postgresql.dialect(paramstyle="named"),
+                compile_kwargs={"literal_binds": True},
+            )
+            query = str(compiled)
+        con = duckdb.connect(url.database or ":memory:", read_only=not write)
         try:
-            exists = con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-            ).fetchall()[0][0]
-            return [tuple(r) for r in con.execute(str(compiled)).fetchall()] if exists else []
+            cursor = con.execute(query)
+            return [] if write else [tuple(r) for r in cursor.fetchall()]
         finally:
             con.close()
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
-        if not sa.inspect(engine).has_table(table):
-            return []
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(query)]
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(query) if isinstance(query, str) else query)
+            return [] if write else [tuple(r) for r in result]
     finally:
         engine.dispose()
+
+
+def table_names(target: str, base_dir: Path) -> set[str]:
+    """Tables in the target database (empty when a DuckDB file was never created)."""
+    url = resolve_target(target, base_dir)
+    if url.get_backend_name() == "duckdb":
+        if not Path(url.database or "").exists():
+            return set()
+        rows = fetch(target, base_dir, "SELECT table_name FROM information_schema.tables")
+        return {r[0] for r in rows}
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _rows(target: str, base_dir: Path, query: sa.Select[Any]) -> list[tuple[Any, ...]]:
+    """Rows of ``query``; none when its table does not exist yet (a run killed that early
+    committed nothing)."""
+    table = next(iter(query.get_final_froms())).name  # type: ignore[attr-defined]
+    if table not in table_names(target, base_dir):
+        return []
+    return fetch(target, base_dir, query)
 
 
 def offset_stats(target: str, base_dir: Path, table: str) -> dict[int, tuple[int, int, int, int]]:

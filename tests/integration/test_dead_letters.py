@@ -23,8 +23,14 @@ from pipelines.dead_letters import list_dead_letters, replay_dead_letters
 from pipelines.runner import replay_pipeline, reset_pipeline, run_pipeline
 from tests.fixtures.databases import sinks
 from tests.fixtures.kafka import Produce, TopicFactory
-from tests.helpers import checkpoints, cli, project_for, table_offsets, write_pipelines
-from tests.integration.test_sinks import fetch
+from tests.helpers import (
+    checkpoints,
+    cli,
+    fetch,
+    project_for,
+    table_offsets,
+    write_pipelines,
+)
 
 Message = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]  # value, key, headers
 

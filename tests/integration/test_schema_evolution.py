@@ -12,8 +12,14 @@ from kafka_etl.errors import SchemaConflictError
 from pipelines.runner import pipeline_schema, run_pipeline
 from tests.fixtures.databases import sinks
 from tests.fixtures.kafka import Produce, TopicFactory
-from tests.helpers import checkpoints, cli, project_for, table_offsets, write_pipelines
-from tests.integration.test_sinks import fetch
+from tests.helpers import (
+    checkpoints,
+    cli,
+    fetch,
+    project_for,
+    table_offsets,
+    write_pipelines,
+)
 
 
 def test_a_new_field_adds_a_column_an_int_widens_to_float_and_a_conflict_fails_or_is_dead_lettered(

@@ -16,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 
 from pipelines.runner import replay_pipeline, run_pipeline
-from sinks.factory import resolve_target
 from tests.fixtures.databases import sinks
 from tests.fixtures.kafka import Produce, TopicFactory, produce_json
 from tests.helpers import (
@@ -25,55 +24,13 @@ from tests.helpers import (
     cli,
     events,
     expected_offsets,
+    fetch,
     high_watermarks,
     project_for,
+    table_names,
     table_offsets,
     write_pipelines,
 )
-
-
-def fetch(
-    target: str, base_dir: Path, query: str | sa.Select[Any], *, write: bool = False
-) -> list[tuple[Any, ...]]:
-    """Run one statement on a pipeline's target (DuckDB through its own driver)."""
-    url = resolve_target(target, base_dir)
-    if url.get_backend_name() == "duckdb":
-        import duckdb
-        from sqlalchemy.dialects import postgresql
-
-        if not isinstance(query, str):
-            # DuckDB quotes like PostgreSQL; "named" keeps a % in a name from being doubled.
-            compiled = query.compile(
-                dialect=postgresql.dialect(paramstyle="named"),
-                compile_kwargs={"literal_binds": True},
-            )
-            query = str(compiled)
-        con = duckdb.connect(url.database or ":memory:", read_only=not write)
-        try:
-            cursor = con.execute(query)
-            return [] if write else [tuple(r) for r in cursor.fetchall()]
-        finally:
-            con.close()
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(sa.text(query) if isinstance(query, str) else query)
-            return [] if write else [tuple(r) for r in result]
-    finally:
-        engine.dispose()
-
-
-def table_names(target: str, base_dir: Path) -> set[str]:
-    url = resolve_target(target, base_dir)
-    if url.get_backend_name() == "duckdb":
-        rows = fetch(target, base_dir, "SELECT table_name FROM information_schema.tables")
-        return {r[0] for r in rows}
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
-
 
 # -- exactly once ----------------------------------------------------------------------------
 
