@@ -35,6 +35,7 @@ from connector.formats import Decoder, build_decoder
 from connector.reader import BoundedReader, RawBatch
 from connector.types import parse_arrow_type
 from kafka_etl.errors import TerminalError
+from kafka_etl.process import bulk_allocation, limit_malloc_arenas
 from pipelines.config import Pipeline, Project
 from pipelines.conflicts import check_error_ratio, set_aside_conflicts
 from sinks.base import SchemaChange, Sink, TableSpec, WriteResult
@@ -182,6 +183,7 @@ def run_pipeline(
     """Load everything up to the high watermarks taken now; return what was committed."""
     pipeline = project.pipeline(name)
     started = time.monotonic()
+    limit_malloc_arenas()  # before the consumer's and the writer's threads exist
     with _connections(project, pipeline) as (sink, consumer):
         plan = plan_read(
             consumer,
@@ -211,6 +213,7 @@ def replay_pipeline(
     """
     pipeline = project.pipeline(name)
     started = time.monotonic()
+    limit_malloc_arenas()
     with _connections(project, pipeline) as (sink, consumer):
         plan = plan_replay(consumer, pipeline.topic, sink.read_checkpoints(), since, until, offsets)
         return _load(pipeline, sink, consumer, plan, started, True, on_start, on_progress)
@@ -278,18 +281,25 @@ def _load(
     tally = _Tally()
     spec = table_spec(pipeline)
 
-    def decode_and_write(handover: list[RawBatch]) -> tuple[Batch, WriteResult]:
-        # Taken out of the list so the undecoded messages can be freed as soon as they are
-        # decoded, rather than living on in the executor's work item during the write.
-        raw = handover.pop()
+    def prepare(raw: RawBatch) -> tuple[Batch, RawBatch | None]:
+        """Decode (and flatten) one batch; runs on the reading thread, ahead of the writer."""
         batch = decode(pipeline, decoder, raw)
         if pipeline.flatten:
-            flat = flatten_structs(batch.rows, pipeline.flatten, pipeline.name)
-            batch = replace(batch, rows=flat)
-        if pipeline.on_schema_conflict == "dlq":
+            batch = replace(
+                batch, rows=flatten_structs(batch.rows, pipeline.flatten, pipeline.name)
+            )
+        # Only schema conflicts need the undecoded messages again, at write time.
+        return batch, raw if pipeline.on_schema_conflict == "dlq" else None
+
+    def write(handover: list[tuple[Batch, RawBatch | None]]) -> tuple[Batch, WriteResult]:
+        # Taken out of the list so the batch can be freed as soon as it is written, rather
+        # than living on in the executor's work item.
+        batch, raw = handover.pop()
+        if raw is not None:
+            # Against the table as the previous batch left it: that batch has committed.
             batch = set_aside_conflicts(sink.table_schema(), batch, raw, spec)
             check_error_ratio(pipeline.name, batch, len(raw), pipeline.max_error_ratio)
-        del raw
+            del raw
         written = sink.write(batch, replay=replay)
         pa.default_memory_pool().release_unused()  # keep RSS flat across batches
         return batch, written
@@ -301,18 +311,28 @@ def _load(
         if on_progress is not None:
             on_progress(Progress(tally.rows, tally.offsets_done, plan.total_lag))
 
-    # One writer thread overlaps decoding and the sink transaction of batch N with reading
-    # batch N+1. Batches still commit strictly in order, one at a time: batch N+1 is handed
-    # over only after batch N committed, so a failure stops the run with nothing skipped.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-etl-writer") as writer:
+    # Reading and decoding batch N+1 (this thread) overlap the sink transaction of batch N
+    # (one writer thread). Batches still commit strictly in order, one at a time: batch N+1
+    # is handed over only after batch N committed, so a failure stops the run with nothing
+    # skipped. When reading or decoding fails, the batch in flight is waited for first: its
+    # failure, if it has one, happened earlier and is the one reported.
+    with (
+        bulk_allocation(),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-etl-writer") as writer,
+    ):
         in_flight: Future[tuple[Batch, WriteResult]] | None = None
-        for raw in reader:
+        try:
+            for raw in reader:
+                prepared = prepare(raw)
+                del raw  # not kept alive while the next batch is read
+                if in_flight is not None:
+                    done, in_flight = in_flight, None
+                    committed(done.result())
+                in_flight = writer.submit(write, [prepared])
+                del prepared
+        finally:
             if in_flight is not None:
                 committed(in_flight.result())
-            in_flight = writer.submit(decode_and_write, [raw])
-            del raw  # not kept alive while the next batch is read
-        if in_flight is not None:
-            committed(in_flight.result())
     after = watermarks(consumer, pipeline.topic, sorted(plan.end), timeout=10.0)
     checkpoints = sink.read_checkpoints()
     lag_after = {p: max(after[p][1] - checkpoints.get(p, after[p][0]), 0) for p in after}
