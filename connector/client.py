@@ -24,8 +24,11 @@ MANAGED_SETTINGS: dict[str, str | int | float | bool] = {
     "enable.partition.eof": True,
 }
 DEFAULT_SETTINGS: dict[str, str | int | float | bool] = {
-    "queued.max.messages.kbytes": 16384,  # bounds prefetch memory regardless of backlog
+    "queued.max.messages.kbytes": 8192,  # bounds prefetch memory regardless of backlog
     "fetch.max.bytes": 16777216,
+    # librdkafka waits a whole second (its default) before fetching again once that prefetch
+    # queue was full: with a bounded queue, reading a backlog spent most of its time waiting.
+    "fetch.queue.backoff.ms": 20,
     "socket.timeout.ms": 10000,
     "isolation.level": "read_committed",
 }
