@@ -33,6 +33,13 @@ def resolve_target(target: str, base_dir: Path | None) -> URL:
     return url
 
 
+def duckdb_settings(url: URL) -> dict[str, str]:
+    """DuckDB options from a target's query string: ``duckdb:///w.duckdb?threads=4``."""
+    return {
+        name: value if isinstance(value, str) else value[-1] for name, value in url.query.items()
+    }
+
+
 def open_sink(
     target: str, spec: TableSpec, *, base_dir: Path | None = None, lock_timeout: float = 60.0
 ) -> Sink:
@@ -41,7 +48,12 @@ def open_sink(
     if url.get_backend_name() == "duckdb":
         from sinks.duckdb.sink import DuckDBSink
 
-        return DuckDBSink(url.database or ":memory:", spec, lock_timeout=lock_timeout)
+        return DuckDBSink(
+            url.database or ":memory:",
+            spec,
+            lock_timeout=lock_timeout,
+            settings=duckdb_settings(url),
+        )
     try:
         from sinks.sql.sink import SqlSink
     except ImportError:
