@@ -119,7 +119,7 @@ class Pipeline(BaseModel):
     )
     group_id: str | None = None
     batch_max_rows: int = Field(default=200_000, gt=0)
-    batch_max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    batch_max_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     lock_timeout: float = Field(default=60.0, ge=0, description="seconds to wait for a DuckDB file")
     schedule: str | None = None
     schedule_timezone: str = "UTC"
