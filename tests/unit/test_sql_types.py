@@ -119,7 +119,7 @@ def test_append_tables_are_keyed_by_offset_and_upsert_tables_by_their_key() -> N
     schema = pa.schema([*fields, ("_key", pa.string())])
     pg = DIALECTS["postgresql"]
     append = tables.target_table(schema, TableSpec("p", "t", "a"), pg)
-    assert [c.name for c in append.primary_key.columns] == ["_topic", "_partition", "_offset"]
+    assert [c.name for c in append.primary_key.columns] == ["_offset", "_partition", "_topic"]
     spec = TableSpec("p", "t", "u", mode="upsert", key=("id",), delete_on_tombstone=True)
     upsert = tables.target_table(schema, spec, pg)
     assert [c.name for c in upsert.primary_key.columns] == ["id"]
