@@ -247,7 +247,8 @@ class SqlSink(ClosesOnExit):
 
     def _insert(self, conn: Connection, rows: pa.Table) -> int:
         table = self._require_table()
-        return self._loader.insert(conn, table, self._json.encode(rows), self._json_columns())
+        rows = tables.in_key_order(table, self._json.encode(rows))
+        return self._loader.insert(conn, table, rows, self._json_columns())
 
     def _apply(self, conn: Connection, changes: Changes) -> int:
         """Tombstone deletes first, then the upserts that are newer than them."""

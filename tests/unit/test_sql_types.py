@@ -106,6 +106,20 @@ def test_reflected_types_map_back() -> None:
     assert arrow_type(postgresql.UUID(), pg) == pa.string()
 
 
+def test_append_rows_are_sent_in_primary_key_order_with_partitions_interleaved() -> None:
+    schema = pa.schema([("id", pa.int64()), ("_topic", pa.string()), ("_partition", pa.int32())])
+    schema = schema.append(pa.field("_offset", pa.int64()))
+    table = tables.target_table(schema, TableSpec("p", "t", "a"), DIALECTS["postgresql"])
+    # As consumed: one partition's run of offsets after the other's.
+    rows = pa.table(
+        {"id": [1, 2, 3, 4, 5], "_topic": ["t"] * 5, "_partition": [0, 0, 0, 1, 1]},
+    ).append_column("_offset", pa.array([7, 8, 9, 7, 8], pa.int64()))
+    ordered = tables.in_key_order(table, rows)
+    assert ordered.column("_offset").to_pylist() == [7, 7, 8, 8, 9]
+    assert ordered.column("_partition").to_pylist() == [0, 1, 0, 1, 0]
+    assert ordered.column("id").to_pylist() == [1, 4, 2, 5, 3]
+
+
 def test_types_kafka_etl_cannot_store_are_refused_by_name() -> None:
     spec = TableSpec("orders", "t", "orders")
     schema = pa.schema([pa.field("d", pa.duration("s")), pa.field("_topic", pa.string())])
