@@ -8,6 +8,7 @@ The CLI and Dagster both call ``run_pipeline``; neither has a loading path of it
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ from kafka_etl.errors import TerminalError
 from kafka_etl.process import bulk_allocation, limit_malloc_arenas
 from pipelines.config import Pipeline, Project
 from pipelines.conflicts import check_error_ratio, set_aside_conflicts
-from sinks.base import SchemaChange, Sink, TableSpec, WriteResult
+from sinks.base import SchemaChange, Sink, TableSpec, WriteResult, WriteTurn
 from sinks.factory import open_sink
 
 
@@ -291,16 +292,22 @@ def _load(
         # Only schema conflicts need the undecoded messages again, at write time.
         return batch, raw if pipeline.on_schema_conflict == "dlq" else None
 
-    def write(handover: list[tuple[Batch, RawBatch | None]]) -> tuple[Batch, WriteResult]:
-        # Taken out of the list so the batch can be freed as soon as it is written, rather
-        # than living on in the executor's work item.
-        batch, raw = handover.pop()
-        if raw is not None:
-            # Against the table as the previous batch left it: that batch has committed.
-            batch = set_aside_conflicts(sink.table_schema(), batch, raw, spec)
-            check_error_ratio(pipeline.name, batch, len(raw), pipeline.max_error_ratio)
-            del raw
-        written = sink.write(batch, replay=replay)
+    def write(
+        handover: list[tuple[Batch, RawBatch | None]], turn: WriteTurn
+    ) -> tuple[Batch, WriteResult]:
+        try:
+            # Taken out of the list so the batch can be freed as soon as it is written, rather
+            # than living on in the executor's work item.
+            batch, raw = handover.pop()
+            if raw is not None:
+                # Against the table as the previous batch leaves it.
+                turn.wait_previous_settled()
+                batch = set_aside_conflicts(sink.table_schema(), batch, raw, spec)
+                check_error_ratio(pipeline.name, batch, len(raw), pipeline.max_error_ratio)
+                del raw
+            written = sink.write(batch, replay=replay, turn=turn)
+        finally:
+            turn.end()
         pa.default_memory_pool().release_unused()  # keep RSS flat across batches
         return batch, written
 
@@ -311,28 +318,29 @@ def _load(
         if on_progress is not None:
             on_progress(Progress(tally.rows, tally.offsets_done, plan.total_lag))
 
-    # Reading and decoding batch N+1 (this thread) overlap the sink transaction of batch N
-    # (one writer thread). Batches still commit strictly in order, one at a time: batch N+1
-    # is handed over only after batch N committed, so a failure stops the run with nothing
-    # skipped. When reading or decoding fails, the batch in flight is waited for first: its
-    # failure, if it has one, happened earlier and is the one reported.
+    # Reading and decoding the next batch (this thread) overlap the sink transactions of the
+    # batches handed over before, up to ``sink.max_in_flight`` of them (PostgreSQL: 2, each on
+    # its own connection; otherwise 1). Batches still commit strictly in order (``WriteTurn``),
+    # and their results are taken in order, so a failure stops the run with nothing skipped.
+    # When reading or decoding fails, the batches in flight are waited for first: a failure
+    # of theirs happened earlier and is the one reported.
+    depth = max(sink.max_in_flight, 1)
     with (
         bulk_allocation(),
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-etl-writer") as writer,
+        ThreadPoolExecutor(max_workers=depth, thread_name_prefix="kafka-etl-writer") as writer,
     ):
-        in_flight: Future[tuple[Batch, WriteResult]] | None = None
+        in_flight: deque[Future[tuple[Batch, WriteResult]]] = deque()
+        turn: WriteTurn | None = None
         try:
             for raw in reader:
                 prepared = prepare(raw)
                 del raw  # not kept alive while the next batch is read
-                if in_flight is not None:
-                    done, in_flight = in_flight, None
-                    committed(done.result())
-                in_flight = writer.submit(write, [prepared])
+                _drain(in_flight, committed, keep=depth - 1)
+                turn = WriteTurn(turn)
+                in_flight.append(writer.submit(write, [prepared], turn))
                 del prepared
         finally:
-            if in_flight is not None:
-                committed(in_flight.result())
+            _drain(in_flight, committed)
     after = watermarks(consumer, pipeline.topic, sorted(plan.end), timeout=10.0)
     checkpoints = sink.read_checkpoints()
     lag_after = {p: max(after[p][1] - checkpoints.get(p, after[p][0]), 0) for p in after}
@@ -353,6 +361,25 @@ def _load(
         schema=sink.table_schema(),
         dead_lettered=tally.dead_lettered,
     )
+
+
+def _drain(
+    in_flight: deque[Future[tuple[Batch, WriteResult]]],
+    committed: Callable[[tuple[Batch, WriteResult]], None],
+    keep: int = 0,
+) -> None:
+    """Take the results of the writes in flight, in order, until ``keep`` are left. On a
+    failure every write in flight is waited for and the first failure is raised (a write
+    after a failed one fails too: see ``WriteTurn``)."""
+    while len(in_flight) > keep:
+        try:
+            done = in_flight.popleft().result()
+        except BaseException:
+            for later in in_flight:
+                later.exception()  # wait, and ignore: the first failure is the one to report
+            in_flight.clear()
+            raise
+        committed(done)
 
 
 def decode(pipeline: Pipeline, decoder: Decoder, raw: RawBatch) -> Batch:

@@ -9,6 +9,7 @@ compare-and-set: if another writer moved the checkpoint, nothing is committed an
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -91,17 +92,60 @@ class ClosesOnExit:
         self.close()
 
 
+class WriteTurn:
+    """The place of one write among the writes a runner has in flight at once.
+
+    A sink that lets writes overlap (``Sink.max_in_flight`` > 1) still commits them in the
+    order they were handed over. A write plans its columns only once the previous write has
+    settled the table's definition (it changes nothing, or it ended), and moves its checkpoint
+    only once the previous write ended: its compare-and-set then sees the offsets the previous
+    write committed, or, if that one rolled back, finds the checkpoint where it was and fails
+    too. The runner calls ``end`` when a write returns or raises.
+    """
+
+    __slots__ = ("_ended", "_previous_ended", "_previous_settled", "_settled")
+
+    def __init__(self, previous: WriteTurn | None = None) -> None:
+        self._settled, self._ended = threading.Event(), threading.Event()
+        self._previous_settled = previous._settled if previous is not None else None
+        self._previous_ended = previous._ended if previous is not None else None
+
+    def wait_previous_settled(self) -> None:
+        """Until the previous write is known to leave the table's columns alone, or ended."""
+        if self._previous_settled is not None:
+            self._previous_settled.wait()
+
+    def wait_previous_ended(self) -> None:
+        """Until the previous write committed or rolled back."""
+        if self._previous_ended is not None:
+            self._previous_ended.wait()
+
+    def settled(self) -> None:
+        """This write leaves the table's definition as it is."""
+        self._settled.set()
+
+    def end(self) -> None:
+        self._settled.set()
+        self._ended.set()
+
+
 class Sink(Protocol):
     """A target database, bound to one pipeline's table."""
 
     spec: TableSpec
+    #: How many ``write`` calls the runner may have in flight at once (each given a ``WriteTurn``).
+    max_in_flight: int
 
     def read_checkpoints(self) -> dict[int, int]:
         """``partition -> next offset`` committed for this pipeline and topic."""
         ...
 
-    def write(self, batch: Batch, *, replay: bool = False) -> WriteResult:
+    def write(
+        self, batch: Batch, *, replay: bool = False, turn: WriteTurn | None = None
+    ) -> WriteResult:
         """Commit the rows and advance the checkpoint in one transaction (compare-and-set).
+
+        With ``turn``, writes in flight at once commit in the order of their turns.
 
         With ``replay=True`` the batch re-covers offsets loaded before: the checkpoint is left
         alone; append tables first delete the rows of ``batch.ranges`` in the same transaction,

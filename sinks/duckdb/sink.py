@@ -31,6 +31,7 @@ from sinks.base import (
     SchemaChange,
     TableSpec,
     WriteResult,
+    WriteTurn,
     describe_ranges,
 )
 from sinks.changes import Changes, reduce_batch
@@ -97,6 +98,8 @@ def connect(
 class DuckDBSink(ClosesOnExit):
     """Rows and checkpoints of one pipeline in one DuckDB file."""
 
+    max_in_flight = 1
+
     def __init__(
         self,
         path: str,
@@ -152,7 +155,11 @@ class DuckDBSink(ClosesOnExit):
         return schema
 
     # -- writing ---------------------------------------------------------------------------
-    def write(self, batch: Batch, *, replay: bool = False) -> WriteResult:
+    def write(
+        self, batch: Batch, *, replay: bool = False, turn: WriteTurn | None = None
+    ) -> WriteResult:
+        if turn is not None:  # one connection: writes never overlap
+            turn.wait_previous_ended()
         return self._write(batch, replay=replay)
 
     def resolve_dead_letters(self, batch: Batch) -> int:

@@ -7,6 +7,7 @@ on the Arrow columns, no per-value Python); everything else stays columnar until
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any
 
 import duckdb
@@ -19,33 +20,48 @@ _VIEW = "_kafka_etl_nested"
 
 
 class JsonText:
-    """Replaces nested columns of a table by their JSON text (one DuckDB scan per batch)."""
+    """Replaces nested columns of a table by their JSON text (one DuckDB scan per batch).
+
+    Safe to share between threads: each thread that encodes gets its own DuckDB connection
+    (a connection runs one query at a time), all closed by ``close``.
+    """
 
     def __init__(self) -> None:
-        self._con: Any = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._cons: list[Any] = []
+
+    def _connection(self) -> Any:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = duckdb.connect()
+            with self._lock:
+                self._cons.append(con)
+        return con
 
     def encode(self, rows: pa.Table) -> pa.Table:
         nested = [i for i, f in enumerate(rows.schema) if stored_as_json(f.type)]
         if not nested or rows.num_rows == 0:
             return _strings_for(rows, nested)
-        if self._con is None:
-            self._con = duckdb.connect()
+        con = self._connection()
         names = [f"c{i}" for i in nested]
         source = pa.table([rows.column(i) for i in nested], names=names)
         select = ", ".join(f"CAST(to_json({n}) AS VARCHAR) AS {n}" for n in names)
-        self._con.register(_VIEW, source)
+        con.register(_VIEW, source)
         try:
-            text = self._con.sql(f"SELECT {select} FROM {_VIEW}").to_arrow_table()
+            text = con.sql(f"SELECT {select} FROM {_VIEW}").to_arrow_table()
         finally:
-            self._con.unregister(_VIEW)
+            con.unregister(_VIEW)
         for i, name in zip(nested, names, strict=True):
             rows = rows.set_column(i, rows.schema.field(i).name, text.column(name))
         return rows
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        with self._lock:
+            cons, self._cons = self._cons, []
+        for con in cons:
+            con.close()
+        self._local = threading.local()
 
 
 def _strings_for(rows: pa.Table, nested: list[int]) -> pa.Table:

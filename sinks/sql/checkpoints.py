@@ -45,7 +45,9 @@ class Checkpoints:
         """Compare-and-set each partition from ``first`` to ``next``."""
         c = self.table.c
         now = datetime.now(UTC)
-        for r in ranges.values():
+        # In partition order, as every writer does: two transactions never wait on each
+        # other's rows in opposite orders (a deadlock that would roll both races back).
+        for r in sorted(ranges.values(), key=lambda r: r.partition):
             moved = conn.execute(
                 sa.update(self.table)
                 .where(self._mine, c.partition == r.partition, c.next_offset == r.first)

@@ -17,6 +17,8 @@ connection and transaction that applied it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -25,8 +27,15 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 
 from connector.batch import Batch
-from kafka_etl.errors import ConfigError, classify
-from sinks.base import ClosesOnExit, SchemaChange, TableSpec, WriteResult, describe_ranges
+from kafka_etl.errors import CheckpointConflictError, ConfigError, classify
+from sinks.base import (
+    ClosesOnExit,
+    SchemaChange,
+    TableSpec,
+    WriteResult,
+    WriteTurn,
+    describe_ranges,
+)
 from sinks.changes import Changes, reduce_batch
 from sinks.schema import SchemaPlan, plan_schema
 from sinks.sql import tables
@@ -37,6 +46,14 @@ from sinks.sql.history import Entry, SchemaHistory, history_table
 from sinks.sql.load import CopyLoader, Loader
 from sinks.sql.statements import supports_upsert
 from sinks.sql.types import JSON_TYPE
+
+
+class _TableAppeared(Exception):
+    """Another writer created the table this write was about to create."""
+
+
+# PostgreSQL: unique_violation, deadlock_detected.
+_CONCURRENT_WRITER = frozenset({"23505", "40P01"})
 
 
 class SqlSink(ClosesOnExit):
@@ -55,6 +72,10 @@ class SqlSink(ClosesOnExit):
         self.where = url.render_as_string(hide_password=True)
         self._engine = make_engine(url, lock_timeout)
         self._json = JsonText()
+        self.max_in_flight = 1
+        # Partitions whose checkpoint row is committed: a write that would insert one is not
+        # overlapped (its successor could not compare against a row it cannot see yet).
+        self._known_partitions: set[int] = set()
         try:
             # The dialect learns the server (MariaDB or MySQL, name limits) on first connect.
             self._engine.connect().close()
@@ -68,6 +89,9 @@ class SqlSink(ClosesOnExit):
             copy = fast_path and dialect.name == "postgresql" and dialect.driver == "psycopg"
             self._loader = CopyLoader(dialect) if copy else Loader(dialect)
             self._transactional_ddl = dialect.name in ("postgresql", "sqlite")
+            # PostgreSQL runs two append batches at once, on two connections: while one
+            # server process works through batch N, another takes batch N+1 (see _overlaps).
+            self.max_in_flight = 2 if dialect.name == "postgresql" else 1
             self._dlq = DeadLetters(spec, dialect)
             self._checkpoints = Checkpoints(tables.checkpoint_table(spec, dialect), spec)
             self._history = SchemaHistory(history_table(spec, dialect), spec)
@@ -90,7 +114,9 @@ class SqlSink(ClosesOnExit):
     def read_checkpoints(self) -> dict[int, int]:
         try:
             with self._engine.connect() as conn:
-                return self._checkpoints.read(conn)
+                checkpoints = self._checkpoints.read(conn)
+                self._known_partitions.update(checkpoints)
+                return checkpoints
         except Exception as exc:
             raise classify(exc, self.where) from exc
 
@@ -132,9 +158,15 @@ class SqlSink(ClosesOnExit):
         return table, tables.arrow_schema(conn, table)
 
     # -- writing ---------------------------------------------------------------------------
-    def write(self, batch: Batch, *, replay: bool = False) -> WriteResult:
+    def write(
+        self, batch: Batch, *, replay: bool = False, turn: WriteTurn | None = None
+    ) -> WriteResult:
         try:
-            return self._write(batch, replay)
+            try:
+                return self._write(batch, replay, turn=turn)
+            except _TableAppeared:  # rolled back; now plan against the table that exists
+                self._table, self._schema = self._reflect()
+                return self._write(batch, replay, turn=turn)
         except BaseException as exc:
             try:
                 self._table, self._schema = self._reflect()
@@ -162,8 +194,12 @@ class SqlSink(ClosesOnExit):
             raise classify(exc, self.where) from exc
         return before - self.read_dead_letters().num_rows
 
-    def _write(self, batch: Batch, replay: bool, resolve: bool = False) -> WriteResult:
+    def _write(
+        self, batch: Batch, replay: bool, resolve: bool = False, turn: WriteTurn | None = None
+    ) -> WriteResult:
         spec = self.spec
+        if turn is not None:
+            turn.wait_previous_settled()  # plan against the columns the previous write leaves
         plan = plan_schema(
             self._schema,
             batch.rows,
@@ -176,15 +212,24 @@ class SqlSink(ClosesOnExit):
         rows = plan.rows
         changes = reduce_batch(batch, rows, spec) if spec.mode == "upsert" else None
         added: tuple[str, ...] = ()
+        overlap = False
+        if turn is not None:
+            quiet = not (self._table is None or plan.new_fields or plan.widened)
+            if quiet and not batch.reject_count:  # no DDL: the next write may plan now
+                turn.settled()
+                overlap = self._overlaps(batch, replay or resolve)
+            if not overlap:
+                turn.wait_previous_ended()
         if not self._transactional_ddl:
             with self._engine.begin() as conn:
                 added = self._evolve(conn, plan, first_offsets)
         if not self._transactional_ddl and batch.reject_count:
             with self._engine.begin() as conn:  # DDL would commit the batch's transaction early
                 self._dlq.table.create(conn, checkfirst=True)
-        with self._engine.begin() as conn:
+        racing = spec.mode == "append" and not (replay or resolve)
+        with self._concurrent_writer(racing, first_offsets), self._engine.begin() as conn:
             existed = self._table is not None
-            if not replay:
+            if not replay and not overlap:
                 self._checkpoints.advance(conn, batch.ranges)
             if self._transactional_ddl:
                 added = self._evolve(conn, plan, first_offsets)
@@ -202,6 +247,12 @@ class SqlSink(ClosesOnExit):
                 else:
                     deleted += self._apply(conn, changes)
                     written = changes.upserts.num_rows
+            if overlap and turn is not None:
+                # Rows first, checkpoint last: the rows went in while the previous batch was
+                # still being written; the compare-and-set waits for it to end.
+                turn.wait_previous_ended()
+                self._checkpoints.advance(conn, batch.ranges)
+        self._known_partitions.update(batch.ranges)
         skipped = changes.skipped if changes is not None else batch.tombstone_count
         return WriteResult(
             rows_written=written,
@@ -211,6 +262,47 @@ class SqlSink(ClosesOnExit):
             rows_dead_lettered=dead,
         )
 
+    @contextmanager
+    def _concurrent_writer(self, racing: bool, first_offsets: str) -> Iterator[None]:
+        """A write in flight after another moves its checkpoint last, so a concurrent run of
+        the same pipeline loading the same offsets can show up first as a duplicate key, or as
+        a deadlock between the two runs' transactions (the database rolls one back). For an
+        append, both mean what a checkpoint conflict means, and say so."""
+        try:
+            yield
+        except Exception as exc:
+            driver_error = getattr(exc, "orig", exc)
+            if not racing or getattr(driver_error, "sqlstate", None) not in _CONCURRENT_WRITER:
+                raise
+            msg = (
+                f"pipeline {self.spec.pipeline!r}: {self.spec.topic} checkpoint moved while this"
+                f" run was loading from {first_offsets}: another writer loaded the same offsets"
+                " (another run of the same pipeline?); nothing from this batch was committed"
+            )
+            raise CheckpointConflictError(msg) from exc
+
+    def _overlaps(self, batch: Batch, replay: bool) -> bool:
+        """May this write, which changes no table definition, run while the previous one is
+        still in flight? Only appends whose partitions all have a committed checkpoint row
+        (a row being inserted by the previous write could not be compared against). Not
+        upserts (two transactions could lock the same keys in opposite orders) nor replays."""
+        return (
+            self.max_in_flight > 1
+            and not replay
+            and self.spec.mode == "append"
+            and self._known_partitions.issuperset(batch.ranges)
+        )
+
+    def _table_appeared(self, conn: Connection) -> bool:
+        """PostgreSQL: writers that would create the table (two first runs, say) take turns,
+        with a lock held to the end of the transaction; True if another writer created it
+        meanwhile. (Two concurrent CREATE TABLEs would fail on PostgreSQL's catalog.)"""
+        if conn.dialect.name != "postgresql":
+            return False
+        key = f"kafka-etl: create {self.spec.display_name}"
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
+        return tables.reflect(conn, self.spec) is not None
+
     def _evolve(self, conn: Connection, plan: SchemaPlan, first_offsets: str) -> tuple[str, ...]:
         """Create the table on the first rows, or add the batch's new columns and widen the
         columns it needs wider; record each change in the schema history."""
@@ -219,6 +311,8 @@ class SqlSink(ClosesOnExit):
         if self._table is None:
             if rows.num_rows == 0:
                 return ()
+            if self._table_appeared(conn):
+                raise _TableAppeared
             table = tables.target_table(rows.schema, self.spec, dialect)
             table.create(conn)
             # The definition just created is what reflection would return (and reflecting costs

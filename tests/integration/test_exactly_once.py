@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, NewPartitions
 
 from kafka_etl.errors import DataLossError, RecordError
 from pipelines.runner import run_pipeline
+from tests.fixtures.databases import sinks
 from tests.fixtures.kafka import Produce, TopicFactory
 from tests.helpers import (
     assert_rows_match_checkpoints,
@@ -32,18 +33,25 @@ from tests.helpers import (
 TARGET = "duckdb:///warehouse.duckdb"
 
 
-def _config(tmp_path: Path, bootstrap: str, topic: str, **extra: object) -> Path:
-    body = {"topic": topic, "target": TARGET, "table": "events", **extra}
+def _config(
+    tmp_path: Path, bootstrap: str, topic: str, target: str = TARGET, **extra: object
+) -> Path:
+    body = {"topic": topic, "target": target, "table": "events", **extra}
     return write_pipelines(tmp_path, bootstrap, {"events": body})
 
 
 @pytest.mark.slow
+@sinks("duckdb", "postgresql")  # PostgreSQL: two batches in flight at once on two connections
 def test_sigkill_at_random_moments_never_loses_or_duplicates(
-    tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory, produce: Produce
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    produce: Produce,
+    sink_url: str,
 ) -> None:
     topic = topic_factory(3)
     produce(topic, events(0, 200_000))
-    config = _config(tmp_path, kafka_bootstrap, topic, batch_max_rows=5_000)
+    config = _config(tmp_path, kafka_bootstrap, topic, sink_url, batch_max_rows=5_000)
     sent = [200_000]
 
     def more_backlog(i: int) -> None:
@@ -51,7 +59,7 @@ def test_sigkill_at_random_moments_never_loses_or_duplicates(
         sent[0] += 15_000
 
     def invariant() -> None:
-        assert_rows_match_checkpoints(TARGET, tmp_path, "events", "events", topic)
+        assert_rows_match_checkpoints(sink_url, tmp_path, "events", "events", topic)
 
     killed, finished = kill_loop(
         config, "events", iterations=26, before_each=more_backlog, check=invariant
@@ -61,8 +69,8 @@ def test_sigkill_at_random_moments_never_loses_or_duplicates(
     final = cli(config, "run", "events")
     assert final.returncode == 0, final.stderr
     marks = high_watermarks(kafka_bootstrap, topic, 3)
-    assert table_offsets(TARGET, tmp_path, "events") == expected_offsets(marks)
-    assert checkpoints(TARGET, tmp_path, "events", topic) == marks
+    assert table_offsets(sink_url, tmp_path, "events") == expected_offsets(marks)
+    assert checkpoints(sink_url, tmp_path, "events", topic) == marks
     assert sum(marks.values()) == sent[0]
 
 
@@ -98,12 +106,17 @@ def test_producer_writing_throughout_does_not_keep_the_run_alive(
     assert_rows_match_checkpoints(TARGET, tmp_path, "events", "events", topic)
 
 
+@sinks("duckdb", "postgresql")
 def test_two_runs_started_at_the_same_moment_load_every_offset_once(
-    tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory, produce: Produce
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    produce: Produce,
+    sink_url: str,
 ) -> None:
     topic = topic_factory(3)
     produce(topic, events(0, 100_000))
-    config = _config(tmp_path, kafka_bootstrap, topic, batch_max_rows=10_000)
+    config = _config(tmp_path, kafka_bootstrap, topic, sink_url, batch_max_rows=10_000)
     command = [sys.executable, "-m", "pipelines.cli", "-c", str(config), "run", "events"]
     runs = [
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -111,11 +124,17 @@ def test_two_runs_started_at_the_same_moment_load_every_offset_once(
     ]
     outcomes = [(p.wait(timeout=300), p.stderr.read() if p.stderr else "") for p in runs]
     for code, stderr in outcomes:
-        # One waits for the DuckDB file and then finds nothing left; a loser of a checkpoint
-        # race would stop with a one-line message. Neither may fail any other way.
+        # DuckDB: one waits for the file and then finds nothing left. PostgreSQL: both load,
+        # and a loser of a checkpoint race stops with a one-line message. Neither may fail
+        # any other way.
         assert code == 0 or ("checkpoint moved" in stderr and len(stderr.splitlines()) == 1), stderr
+    assert_rows_match_checkpoints(sink_url, tmp_path, "events", "events", topic)
+    # Should the database have rolled both back (a deadlock victim, and the other finding the
+    # checkpoint moved), nothing was lost: the next run loads the rest.
+    rerun = cli(config, "run", "events")
+    assert rerun.returncode == 0, rerun.stderr
     marks = high_watermarks(kafka_bootstrap, topic, 3)
-    assert table_offsets(TARGET, tmp_path, "events") == expected_offsets(marks)
+    assert table_offsets(sink_url, tmp_path, "events") == expected_offsets(marks)
 
 
 def test_invalid_json_fails_the_run_naming_the_offset_and_commits_nothing_of_its_batch(

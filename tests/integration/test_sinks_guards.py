@@ -21,7 +21,7 @@ from connector.batch import Batch, OffsetRange
 from connector.decode import JsonDecoder
 from connector.reader import RawBatch
 from kafka_etl.errors import CheckpointConflictError, SchemaConflictError, SinkUnavailableError
-from sinks.base import Sink, TableSpec
+from sinks.base import Sink, TableSpec, WriteTurn
 from sinks.factory import open_sink, resolve_target
 from tests.fixtures.databases import sinks
 
@@ -343,3 +343,125 @@ def _drop_database(url: str, name: str) -> None:
             conn.execute(sa.schema.DropSchema(name, if_exists=True))
     finally:
         engine.dispose()
+
+
+def _open_transactions(url: str) -> int:
+    """Transactions open in the sink's database, other than this query's own."""
+    (count,) = rows(
+        url,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND xact_start IS NOT NULL AND pid <> pg_backend_pid()",
+    )[0]
+    return int(count)
+
+
+@sinks("postgresql")
+@pytest.mark.parametrize(
+    "first_commits", [True, False], ids=["first-commits", "first-loses-its-checkpoint"]
+)
+def test_overlapping_writes_commit_in_turn_and_fail_after_a_failed_predecessor(
+    first_commits: bool, sink_url: str, tmp_path: Path
+) -> None:
+    """Two writes in flight at once, as the runner hands them over on PostgreSQL: the first is
+    held at its checkpoint by another transaction while the second has already sent its rows."""
+    with sink(sink_url, tmp_path, table="t") as s:
+        assert s.max_in_flight == 2
+        s.write(batch([(None, {"a": 0}, 0, 0, T0), (None, {"a": 1}, 1, 0, T0)]))
+        engine = sa.create_engine(resolve_target(sink_url, None), poolclass=sa.pool.NullPool)
+        holder = engine.connect()
+        outcomes: dict[int, BaseException | None] = {}
+        first = WriteTurn()
+        second = WriteTurn(first)
+        writes = {
+            1: (first, batch([(None, {"a": 2}, 0, 1, T0), (None, {"a": 3}, 1, 1, T0)])),
+            2: (second, batch([(None, {"a": 4}, 0, 2, T0), (None, {"a": 5}, 1, 2, T0)])),
+        }
+
+        def write(n: int) -> None:
+            turn, rows_ = writes[n]
+            try:
+                s.write(rows_, turn=turn)
+                outcomes[n] = None
+            except BaseException as exc:
+                outcomes[n] = exc
+            finally:
+                turn.end()
+
+        try:
+            tx = holder.begin()
+            checkpoints = _checkpoints()
+            holder.execute(
+                sa.update(checkpoints)
+                .where(checkpoints.c.partition == 0)
+                .values(next_offset=checkpoints.c.next_offset)
+            )
+            threads = [threading.Thread(target=write, args=(n,)) for n in (1, 2)]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 30
+            while _open_transactions(sink_url) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # The holder's, the first write's (waiting on the row) and the second's (rows sent,
+            # waiting for its turn to move the checkpoint).
+            assert _open_transactions(sink_url) == 3, outcomes
+            assert all(t.is_alive() for t in threads), outcomes
+            if first_commits:
+                tx.rollback()
+            else:
+                holder.execute(
+                    sa.update(checkpoints).where(checkpoints.c.partition == 0).values(next_offset=7)
+                )
+                tx.commit()
+            for thread in threads:
+                thread.join(timeout=60)
+        finally:
+            holder.close()
+            engine.dispose()
+        if first_commits:
+            assert outcomes == {1: None, 2: None}
+            assert s.read_checkpoints() == {0: 3, 1: 3}
+            assert s.row_count() == 6
+        else:
+            assert isinstance(outcomes[1], CheckpointConflictError), outcomes
+            assert isinstance(outcomes[2], CheckpointConflictError), outcomes
+            assert s.read_checkpoints() == {0: 7, 1: 1}
+            assert s.row_count() == 2
+
+
+@sinks("postgresql")
+def test_a_write_in_flight_after_one_that_adds_a_column_plans_against_the_new_column(
+    sink_url: str, tmp_path: Path
+) -> None:
+    with sink(sink_url, tmp_path, table="t") as s:
+        s.write(batch([(None, {"a": 0}, 0, 0, T0)]))
+        first = WriteTurn()
+        second = WriteTurn(first)
+        outcomes: list[BaseException | None] = []
+
+        def write(turn: WriteTurn, rows_: Batch) -> None:
+            try:
+                s.write(rows_, turn=turn)
+                outcomes.append(None)
+            except BaseException as exc:
+                outcomes.append(exc)
+            finally:
+                turn.end()
+
+        threads = [
+            threading.Thread(
+                target=write, args=(second, batch([(None, {"a": 2, "b": 1}, 0, 2, T0)]))
+            ),
+            threading.Thread(
+                target=write, args=(first, batch([(None, {"a": 1, "b": 0}, 0, 1, T0)]))
+            ),
+        ]
+        for thread in threads:  # the second write's thread starts first
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert outcomes == [None, None]
+        assert s.read_checkpoints() == {0: 3}
+        assert rows(sink_url, "SELECT a, b FROM t ORDER BY _offset") == [(0, None), (1, 0), (2, 1)]
+        assert [(c.column, c.change) for c in s.schema_history() if c.column == "b"] == [
+            ("b", "added")
+        ]
