@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -68,6 +67,16 @@ def raw_consume(servers: str, topic: str, count: int, tuned: bool) -> float:
     return count / elapsed
 
 
+# Runs argv[1:] and prints its peak RSS (KiB) as the last word on stderr.
+_PEAK_RSS = """
+import os, sys
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss, file=sys.stderr)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def end_to_end(servers: str, topic: str, workdir: Path, name: str) -> tuple[float, float, int]:
     """rows/s, seconds and peak RSS (bytes) of `kafka-etl run` in a child process."""
     config = workdir / f"{name}.yaml"
@@ -81,20 +90,19 @@ def end_to_end(servers: str, topic: str, workdir: Path, name: str) -> tuple[floa
             }
         )
     )
+    command = [str(REPO / ".venv" / "bin" / "kafka-etl"), "-c", str(config), "run", name, "--json"]
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [str(REPO / ".venv" / "bin" / "kafka-etl"), "-c", str(config), "run", name, "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    # Started by a small wrapper process: Linux carries a process's peak RSS over exec, so a
+    # child forked from this (by now large) process would report this process's peak as its own.
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, *command], capture_output=True, text=True, check=False
     )
-    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
-    out = proc.stdout.read() if proc.stdout else b""
-    if status != 0:
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise SystemExit(f"kafka-etl run failed: {err}")
-    summary = json.loads(out)
-    return summary["rows"] / wall, wall, usage.ru_maxrss * 1024
+    if done.returncode != 0:
+        raise SystemExit(f"kafka-etl run failed: {done.stderr}")
+    *_, peak = done.stderr.split()
+    summary = json.loads(done.stdout)
+    return summary["rows"] / wall, wall, int(peak) * 1024
 
 
 def seed_loop(servers: str, topic: str, count: int, workdir: Path) -> float:
