@@ -162,11 +162,7 @@ class SqlSink(ClosesOnExit):
         self, batch: Batch, *, replay: bool = False, turn: WriteTurn | None = None
     ) -> WriteResult:
         try:
-            try:
-                return self._write(batch, replay, turn=turn)
-            except _TableAppeared:  # rolled back; now plan against the table that exists
-                self._table, self._schema = self._reflect()
-                return self._write(batch, replay, turn=turn)
+            return self._write_once_more_if_created(batch, replay, turn=turn)
         except BaseException as exc:
             try:
                 self._table, self._schema = self._reflect()
@@ -189,10 +185,19 @@ class SqlSink(ClosesOnExit):
             raise ValueError(msg)
         before = self.read_dead_letters().num_rows
         try:
-            self._write(batch, replay=True, resolve=True)
+            self._write_once_more_if_created(batch, replay=True, resolve=True)
         except Exception as exc:
             raise classify(exc, self.where) from exc
         return before - self.read_dead_letters().num_rows
+
+    def _write_once_more_if_created(
+        self, batch: Batch, replay: bool, resolve: bool = False, turn: WriteTurn | None = None
+    ) -> WriteResult:
+        try:
+            return self._write(batch, replay, resolve, turn)
+        except _TableAppeared:  # rolled back; now plan against the table that exists
+            self._table, self._schema = self._reflect()
+            return self._write(batch, replay, resolve, turn)
 
     def _write(
         self, batch: Batch, replay: bool, resolve: bool = False, turn: WriteTurn | None = None

@@ -465,3 +465,17 @@ def test_a_write_in_flight_after_one_that_adds_a_column_plans_against_the_new_co
         assert [(c.column, c.change) for c in s.schema_history() if c.column == "b"] == [
             ("b", "added")
         ]
+
+
+@sinks("postgresql")
+def test_a_writer_that_finds_the_table_created_meanwhile_loads_into_it(
+    sink_url: str, tmp_path: Path
+) -> None:
+    """Two first runs (here, two sinks opened before the table existed) both mean to create
+    it: the second finds the first's table and loads into it instead of failing."""
+    with sink(sink_url, tmp_path, table="t") as first, sink(sink_url, tmp_path, table="t") as late:
+        assert first.table_schema() is None and late.table_schema() is None
+        first.write(batch([(None, {"a": 0}, 0, 0, T0)]))
+        late.write(batch([(None, {"a": 1, "b": "x"}, 1, 0, T0)]))
+        assert late.read_checkpoints() == {0: 1, 1: 1}
+        assert rows(sink_url, "SELECT a, b FROM t ORDER BY a") == [(0, None), (1, "x")]
