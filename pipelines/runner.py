@@ -369,8 +369,9 @@ def _drain(
     keep: int = 0,
 ) -> None:
     """Take the results of the writes in flight, in order, until ``keep`` are left. On a
-    failure every write in flight is waited for and the first failure is raised (a write
-    after a failed one fails too: see ``WriteTurn``)."""
+    failure every write in flight is waited for and the first failure is raised. (A later
+    write fails too where it shares a partition with the failed one, see ``WriteTurn``; where
+    it does not, it may have committed, which is as correct and only goes unreported.)"""
     while len(in_flight) > keep:
         try:
             done = in_flight.popleft().result()

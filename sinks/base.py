@@ -99,8 +99,9 @@ class WriteTurn:
     order they were handed over. A write plans its columns only once the previous write has
     settled the table's definition (it changes nothing, or it ended), and moves its checkpoint
     only once the previous write ended: its compare-and-set then sees the offsets the previous
-    write committed, or, if that one rolled back, finds the checkpoint where it was and fails
-    too. The runner calls ``end`` when a write returns or raises.
+    write committed, or, if that one rolled back, finds the checkpoint of every partition they
+    share where it was and fails too (partitions they do not share may commit: checkpoints are
+    per partition). The runner calls ``end`` when a write returns or raises.
     """
 
     __slots__ = ("_ended", "_previous_ended", "_previous_settled", "_settled")
