@@ -115,7 +115,8 @@ class Loader:
 
 
 class CopyLoader(Loader):
-    """PostgreSQL: COPY into a staging table, then one set-based statement into the target."""
+    """PostgreSQL: appends COPY straight into the table; upserts COPY into a staging table,
+    then go into the target with one set-based statement."""
 
     def insert(
         self, conn: Connection, table: sa.Table, rows: pa.Table, json_columns: Collection[str]
