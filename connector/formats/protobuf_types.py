@@ -92,7 +92,7 @@ class Wrapper(Message):
 
 
 class JsonText(Reader):
-    """google.protobuf.Struct/Value/ListValue as JSON text (decoded message by message)."""
+    """google.protobuf.Struct/Value/ListValue as JSON text, keys sorted (decoded one by one)."""
 
     type = pa.string()
 
@@ -133,9 +133,12 @@ class JsonText(Reader):
 
     @staticmethod
     def _json(msg: Any) -> str:
+        # A Struct is a map and protobuf iterates maps in no fixed order (upb's
+        # order differs from process to process), so keys are sorted: the same
+        # message always becomes the same text.
         from google.protobuf import json_format
 
-        return str(json_format.MessageToJson(msg, indent=None))
+        return str(json_format.MessageToJson(msg, indent=None, sort_keys=True))
 
 
 class _Compiler:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -204,7 +205,7 @@ def protobuf_expected(msg: Any) -> dict[str, Any]:
         if msg.HasField("ttl")
         else None,
         "discount": msg.discount.value if msg.HasField("discount") else None,
-        "extra": json_format.MessageToJson(msg.extra, indent=None)
+        "extra": json.dumps(json_format.MessageToDict(msg.extra), sort_keys=True)
         if msg.HasField("extra")
         else None,
         "attrs": sorted(msg.attrs.items()),

@@ -79,6 +79,25 @@ def test_columns_types_and_values_follow_the_descriptor(
     assert rows_of(batch.rows) == [protobuf_expected(ORDER.FromString(v[7:])) for v in values]
 
 
+def test_struct_fields_become_json_text_with_sorted_keys(
+    schema_registry_url: str, registry_client: SchemaRegistryClient
+) -> None:
+    # protobuf keeps a Struct's fields in a map whose order changes from process to process;
+    # the same message must still always load as the same text.
+    fields = {k: i for i, k in enumerate(["zeta", "b", "omega", "a", "k", "mu", "c", "y"])}
+    message = ORDER(id=1)
+    message.extra.update({**fields, "nested": {"z": 1, "a": [True, None]}})
+    values = serialize(registry_client, ORDER, unique("structs"), [message])
+    decoder = build_decoder("protobuf", schema_registry={"url": schema_registry_url})
+
+    text = decoder.decode(raw_batch(values)).rows.column("extra").to_pylist()[0]
+
+    assert text == (
+        '{"a": 3.0, "b": 1.0, "c": 6.0, "k": 4.0, "mu": 5.0, '
+        '"nested": {"a": [true, null], "z": 1.0}, "omega": 2.0, "y": 7.0, "zeta": 0.0}'
+    )
+
+
 def test_messages_of_several_types_in_one_batch_keep_their_order(
     schema_registry_url: str, registry_client: SchemaRegistryClient
 ) -> None:
