@@ -133,12 +133,22 @@ _PG_CONNECT_REFUSALS = (
     "does not exist",
     "permission denied",
 )
+# PostgreSQL: unique_violation, deadlock_detected. What a run that lost a race with another
+# writer of the same rows sees before its checkpoint's compare-and-set can (``raced``).
+_PG_RACE_CODES = frozenset({"23505", "40P01"})
 # MySQL/MariaDB error numbers worth a retry: lock wait timeout, deadlock, "record has changed
 # since last read" (MariaDB snapshot isolation), too many connections, server shutdown,
 # connection lost or refused, killed connection, idle disconnect.
 _MYSQL_TRANSIENT = {1020, 1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
 # SQLite primary result codes: BUSY and LOCKED (another connection holds the lock).
 _SQLITE_TRANSIENT = {5, 6}
+
+
+def raced(exc: BaseException) -> bool:
+    """Did a database statement fail on a duplicate key or a deadlock (PostgreSQL)? For an
+    append whose checkpoint moves last, either means another writer loaded the same offsets."""
+    driver_error = getattr(exc, "orig", exc)
+    return getattr(driver_error, "sqlstate", None) in _PG_RACE_CODES
 
 
 def _database_transient(driver_error: BaseException) -> bool | None:

@@ -75,14 +75,13 @@ def connect(
     while True:
         try:
             con = duckdb.connect(path, read_only=read_only)
+            break
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
                 msg = f"duckdb {path}: {str(exc).splitlines()[0]}"
                 raise SinkUnavailableError(msg) from None
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
-            continue
-        break
     try:
         for name, value in {
             "TimeZone": "UTC",

@@ -27,7 +27,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 
 from connector.batch import Batch
-from kafka_etl.errors import CheckpointConflictError, ConfigError, classify
+from kafka_etl.errors import CheckpointConflictError, ConfigError, classify, raced
 from sinks.base import (
     ClosesOnExit,
     SchemaChange,
@@ -50,10 +50,6 @@ from sinks.sql.types import JSON_TYPE
 
 class _TableAppeared(Exception):
     """Another writer created the table this write was about to create."""
-
-
-# PostgreSQL: unique_violation, deadlock_detected.
-_CONCURRENT_WRITER = frozenset({"23505", "40P01"})
 
 
 class SqlSink(ClosesOnExit):
@@ -276,8 +272,7 @@ class SqlSink(ClosesOnExit):
         try:
             yield
         except Exception as exc:
-            driver_error = getattr(exc, "orig", exc)
-            if not racing or getattr(driver_error, "sqlstate", None) not in _CONCURRENT_WRITER:
+            if not racing or not raced(exc):
                 raise
             msg = (
                 f"pipeline {self.spec.pipeline!r}: {self.spec.topic} checkpoint moved while this"
