@@ -10,6 +10,7 @@ append tables): each batch is collapsed per key (``sinks.changes``), tombstones 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,6 +55,10 @@ _STORED, _INCOMING = quote("_kafka_etl_stored"), quote("_kafka_etl_incoming")
 # 405 MB peak, 128 MB 117k at 467 MB, 192 MB 117k at 527 MB); the target URL can set it
 # (``duckdb:///w.duckdb?memory_limit=256MB``).
 MEMORY_LIMIT = "64MB"
+
+# Another process cannot open a DuckDB file this one writes, but sinks in one process share it:
+# their concurrent CREATE TABLE IF NOT EXISTS would conflict in DuckDB's catalog; they take turns.
+_CREATING = threading.Lock()
 
 
 def connect(
@@ -113,13 +118,14 @@ class DuckDBSink(ClosesOnExit):
         self.path = path
         self._name = qualified(spec.table, spec.db_schema)
         self._con = connect(path, lock_timeout=lock_timeout, settings=settings)
-        self._con.execute(
-            f"CREATE TABLE IF NOT EXISTS {_CHECKPOINTS} ("
-            " pipeline VARCHAR NOT NULL, topic VARCHAR NOT NULL, partition INTEGER NOT NULL,"
-            " next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL,"
-            " PRIMARY KEY (pipeline, topic, partition))"
-        )
-        self._con.execute(history.CREATE)
+        with _CREATING:
+            self._con.execute(
+                f"CREATE TABLE IF NOT EXISTS {_CHECKPOINTS} ("
+                " pipeline VARCHAR NOT NULL, topic VARCHAR NOT NULL, partition INTEGER NOT NULL,"
+                " next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL,"
+                " PRIMARY KEY (pipeline, topic, partition))"
+            )
+            self._con.execute(history.CREATE)
         self._schema = self._read_schema()
         self._dlq = DeadLetters(self._con, spec)
 

@@ -20,7 +20,7 @@ from connector.dead_letters import DLQ_SCHEMA, FIRST_SEEN, dlq_table_name, resol
 from kafka_etl.errors import ConfigError
 from sinks.base import TableSpec
 from sinks.sql.load import Loader
-from sinks.sql.tables import check_name
+from sinks.sql.tables import check_name, creating
 from sinks.sql.types import column_type, exact_collation, is_mysql
 
 _KAFKA_TOPIC_CHARS = 249
@@ -58,6 +58,11 @@ class DeadLetters:
         self.table = dlq_table(spec, dialect)
         self._loader = Loader(dialect)
 
+    def create(self, conn: Connection) -> None:
+        """Create the table unless it exists, taking turns with other writers creating it."""
+        with creating(conn, self.table.name):
+            self.table.create(conn, checkfirst=True)
+
     def exists(self, conn: Connection) -> bool:
         return bool(sa.inspect(conn).has_table(self.table.name, schema=self.spec.db_schema))
 
@@ -85,7 +90,7 @@ class DeadLetters:
         if rejects is None or not has_rejects:
             return 0
         if not exists:
-            self.table.create(conn, checkfirst=True)
+            self.create(conn)
         now = pa.array([datetime.now(UTC)] * rejects.num_rows, FIRST_SEEN.type)
         self._loader.insert(conn, self.table, rejects.append_column(FIRST_SEEN, now), set())
         return int(rejects.num_rows)

@@ -91,7 +91,7 @@ class SqlSink(ClosesOnExit):
             self._dlq = DeadLetters(spec, dialect)
             self._checkpoints = Checkpoints(tables.checkpoint_table(spec, dialect), spec)
             self._history = SchemaHistory(history_table(spec, dialect), spec)
-            with self._engine.begin() as conn:
+            with self._engine.begin() as conn, tables.creating(conn, "bookkeeping tables"):
                 tables.ensure_schema(conn, spec)
                 self._checkpoints.table.create(conn, checkfirst=True)
                 self._history.table.create(conn, checkfirst=True)
@@ -226,7 +226,7 @@ class SqlSink(ClosesOnExit):
                 added = self._evolve(conn, plan, first_offsets)
         if not self._transactional_ddl and batch.reject_count:
             with self._engine.begin() as conn:  # DDL would commit the batch's transaction early
-                self._dlq.table.create(conn, checkfirst=True)
+                self._dlq.create(conn)
         racing = spec.mode == "append" and not (replay or resolve)
         with self._concurrent_writer(racing, first_offsets), self._engine.begin() as conn:
             existed = self._table is not None
@@ -293,16 +293,6 @@ class SqlSink(ClosesOnExit):
             and self._known_partitions.issuperset(batch.ranges)
         )
 
-    def _table_appeared(self, conn: Connection) -> bool:
-        """PostgreSQL: writers that would create the table (two first runs, say) take turns,
-        with a lock held to the end of the transaction; True if another writer created it
-        meanwhile. (Two concurrent CREATE TABLEs would fail on PostgreSQL's catalog.)"""
-        if conn.dialect.name != "postgresql":
-            return False
-        key = f"kafka-etl: create {self.spec.display_name}"
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
-        return tables.reflect(conn, self.spec) is not None
-
     def _evolve(self, conn: Connection, plan: SchemaPlan, first_offsets: str) -> tuple[str, ...]:
         """Create the table on the first rows, or add the batch's new columns and widen the
         columns it needs wider; record each change in the schema history."""
@@ -311,10 +301,11 @@ class SqlSink(ClosesOnExit):
         if self._table is None:
             if rows.num_rows == 0:
                 return ()
-            if self._table_appeared(conn):
-                raise _TableAppeared
             table = tables.target_table(rows.schema, self.spec, dialect)
-            table.create(conn)
+            with tables.creating(conn, self.spec.display_name):
+                if tables.reflect(conn, self.spec) is not None:
+                    raise _TableAppeared  # another writer created it meanwhile
+                table.create(conn)
             # The definition just created is what reflection would return (and reflecting costs
             # a dozen catalog queries on PostgreSQL, on the first batch of every table).
             self._table, self._schema = table, tables.arrow_schema(conn, table, reflected=False)

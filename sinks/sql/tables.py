@@ -17,6 +17,8 @@ reject are refused here with one line naming the pipeline and the name.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -29,7 +31,7 @@ from sqlalchemy.schema import ExecutableDDLElement
 from sqlalchemy.sql.compiler import DDLCompiler
 from sqlalchemy.types import TypeEngine
 
-from kafka_etl.errors import ConfigError, SchemaConflictError
+from kafka_etl.errors import ConfigError, SchemaConflictError, SinkUnavailableError
 from sinks.base import CHECKPOINT_TABLE, TableSpec
 from sinks.sql.types import arrow_type, column_type, exact_collation, is_mysql, key_text_length
 
@@ -352,6 +354,38 @@ def _mariadb_json_columns(conn: Connection, table: sa.Table) -> set[str]:
     except sa.exc.DBAPIError:  # MySQL before 8.0.16 has no such view (and no CHECKs)
         return set()
     return {str(name) for name, clause in found if str(clause).lower().startswith("json_valid(")}
+
+
+_CREATE_LOCK_SECONDS = 300
+
+
+@contextmanager
+def creating(conn: Connection, what: str) -> Iterator[None]:
+    """Take turns with other writers that may create ``what`` in this database at the same
+    moment (two first runs, say). Checking that a table is missing and then creating it is not
+    enough: two concurrent CREATEs of one table fail (PostgreSQL's catalog, even with IF NOT
+    EXISTS; MySQL/MariaDB's "already exists") instead of one waiting for the other.
+
+    PostgreSQL: a lock held to the end of the transaction, so the next writer sees the table.
+    MySQL/MariaDB, whose DDL commits at once: a named lock for the block. SQLite and DuckDB
+    serialize writers on their own.
+    """
+    key = f"kafka-etl: create {what}"
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
+        yield
+    elif is_mysql(conn.dialect):
+        name = f"kafka-etl:{hashlib.sha1(key.encode()).hexdigest()}"  # GET_LOCK: 64 chars
+        got = conn.execute(sa.select(sa.func.get_lock(name, _CREATE_LOCK_SECONDS))).scalar()
+        if got != 1:
+            msg = f"waited {_CREATE_LOCK_SECONDS}s for another writer creating {what}"
+            raise SinkUnavailableError(msg)
+        try:
+            yield
+        finally:
+            conn.execute(sa.select(sa.func.release_lock(name)))
+    else:
+        yield
 
 
 def ensure_schema(conn: Connection, spec: TableSpec) -> None:

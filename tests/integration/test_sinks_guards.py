@@ -479,3 +479,28 @@ def test_a_writer_that_finds_the_table_created_meanwhile_loads_into_it(
         late.write(batch([(None, {"a": 1, "b": "x"}, 1, 0, T0)]))
         assert late.read_checkpoints() == {0: 1, 1: 1}
         assert rows(sink_url, "SELECT a, b FROM t ORDER BY a") == [(0, None), (1, "x")]
+
+
+def test_runs_opening_a_new_database_at_once_all_start(sink_url: str, tmp_path: Path) -> None:
+    """Several first runs open the sink at the same moment: each finds or creates the
+    checkpoint and schema-history tables, and none fails on another's CREATE."""
+    opened: list[Sink] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            opened.append(open_sink(sink_url, TableSpec("p", TOPIC, "t"), base_dir=tmp_path))
+        except BaseException as exc:  # reported below, with the others
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for s in opened:
+        s.close()
+    assert failures == []
+    assert len(opened) == 4
