@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -188,45 +190,105 @@ def assert_rows_match_checkpoints(
     return cps
 
 
+@contextlib.contextmanager
+def group_position(
+    bootstrap: str, group: str, topic: str, partitions: int
+) -> Iterator[Callable[[], int]]:
+    """A function returning the sum of a consumer group's committed offsets on ``topic``.
+
+    The runner commits the group after each database commit, so this grows with a run's
+    progress and can be read while the run holds its database (a DuckDB file) to itself."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    wanted = [TopicPartition(topic, p) for p in range(partitions)]
+
+    def position() -> int:
+        return sum(tp.offset for tp in consumer.committed(wanted, timeout=10) if tp.offset >= 0)
+
+    try:
+        yield position
+    finally:
+        consumer.close()
+
+
+@dataclass
+class KillTally:
+    """What a ``kill_loop`` did: runs killed before they ended, of which ``after_commit``
+    had been seen committing batches; runs that ended by themselves."""
+
+    killed: int = 0
+    after_commit: int = 0
+    finished: int = 0
+
+
 def kill_loop(
     config: Path,
     pipeline: str,
     *,
     iterations: int,
-    before_each: Any,
-    check: Any,
+    before_each: Callable[[int], None],
+    check: Callable[[], None],
+    progress: Callable[[], int],
     seed: int = 7,
-    min_delay: float = 0.3,
-    max_delay: float = 3.0,
-) -> tuple[int, int]:
+) -> KillTally:
     """Start ``kafka-etl run`` in a subprocess and SIGKILL it at a random moment, repeatedly.
 
-    ``before_each(i)`` may add backlog; ``check()`` runs after every kill. Returns how many
-    runs were killed mid-flight and how many had already finished.
+    The moments follow the run's observed progress (``progress()``, e.g. ``group_position``),
+    never a fixed clock, so the loop means the same on a fast idle machine and a slow busy
+    one. Even iterations kill at any moment of start-up (up to the time the last runs took to
+    commit their first batch): table creation, planning, the first transaction. Odd ones wait
+    until the run has committed two batches, measure the time between them, and kill within
+    one more such interval: inside a later batch's read, write or commit. ``before_each(i)``
+    adds backlog; it must leave more than a few batches to load. ``check()`` runs after
+    every kill.
     """
     import random
     import signal
     import time
 
     rng = random.Random(seed)
-    killed = finished = 0
+    tally = KillTally()
+    first_commit = 3.0  # seconds from spawn to the first observed commit; measured below
+
+    def wait_for_more(proc: subprocess.Popen[str], than: int, deadline: float) -> int:
+        while proc.poll() is None and time.monotonic() < deadline:
+            now = progress()
+            if now > than:
+                return now
+            time.sleep(0.01)
+        return than
+
     for i in range(iterations):
         before_each(i)
+        base = progress()
+        spawned = time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipelines.cli", "-c", str(config), "run", pipeline],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(rng.uniform(min_delay, max_delay))
+        committed = False
+        if i % 2 == 0:
+            time.sleep(rng.uniform(0.0, first_commit))
+        else:
+            deadline = spawned + 120
+            once = wait_for_more(proc, base, deadline)
+            seen_once = time.monotonic()
+            if once > base:
+                first_commit = seen_once - spawned
+                twice = wait_for_more(proc, once, deadline)
+                if twice > once:
+                    committed = True
+                    time.sleep(rng.uniform(0.0, time.monotonic() - seen_once))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            killed += 1
+            tally.killed += 1
+            tally.after_commit += committed
         else:
             assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
-            finished += 1
+            tally.finished += 1
         proc.wait(timeout=60)
         if proc.stderr:
             proc.stderr.close()
         check()
-    return killed, finished
+    return tally
