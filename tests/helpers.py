@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from pipelines.config import Project, load_project
 from sinks.factory import resolve_target
@@ -201,8 +201,15 @@ def group_position(
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     wanted = [TopicPartition(topic, p) for p in range(partitions)]
 
+    last = [0]
+
     def position() -> int:
-        return sum(tp.offset for tp in consumer.committed(wanted, timeout=10) if tp.offset >= 0)
+        try:
+            found = consumer.committed(wanted, timeout=10)
+        except KafkaException:  # the group's coordinator may still be loading: ask again later
+            return last[0]
+        last[0] = sum(tp.offset for tp in found if tp.offset >= 0)
+        return last[0]
 
     try:
         yield position
