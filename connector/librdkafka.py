@@ -205,6 +205,12 @@ def client_settings(settings: Mapping[str, Any]) -> tuple[dict[str, Any], Client
     return {**settings, "logger": events.logger, "error_cb": events.on_error}, events
 
 
+def logged(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` for any other client (an AdminClient, a Producer): its log goes the same
+    way, to ``kafka_etl.librdkafka``, de-duplicated, off stderr unless logging is set up."""
+    return client_settings(settings)[0]
+
+
 class EventedConsumer(Consumer):
     """A ``Consumer`` whose failed look-ups carry the real cause librdkafka reported.
 
