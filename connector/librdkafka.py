@@ -113,6 +113,11 @@ class ClientEvents(logging.Filter):
 
     # us -> the user ------------------------------------------------------------------------
 
+    def forget(self) -> None:
+        """A call succeeded: what failed before it no longer explains a later failure."""
+        with self._lock:
+            self._events.clear()
+
     def annotate(self, exc: KafkaException, client: Any) -> None:
         """Attach the real cause (``exc.cause``, a ``KafkaCause``) to a failed call's error."""
         with contextlib.suppress(Exception):  # a closed client: keep what was recorded
@@ -246,13 +251,16 @@ class EventedConsumer(Consumer):
             if sliced:
                 kwargs["timeout"] = min(self.SLICE_SECONDS, max(left, 0.001))
             try:
-                return call(*args, **kwargs)
+                result = call(*args, **kwargs)
             except KafkaException as exc:
                 self.events.annotate(exc, self)
                 cause = getattr(exc, "cause", None)
                 again = sliced and left > self.SLICE_SECONDS and _generic(exc)
                 if not again or (cause is not None and cause.terminal):
                     raise
+            else:
+                self.events.forget()
+                return result
 
 
 def _generic(exc: KafkaException) -> bool:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from connector.client import make_consumer, partitions
+from kafka_etl.errors import TerminalError
 from tests.fixtures.kafka import SecuredKafka, TopicFactory, produce_json, topics_on
 from tests.helpers import cli, events, expected_offsets, high_watermarks, table_offsets
 
@@ -179,3 +181,18 @@ def test_down_broker_quiet_unless_verbose(tmp_path: Path, verbose: bool) -> None
         assert len(librdkafka) < 10, result.stderr
     else:
         assert len(lines) == 1, result.stderr
+
+
+def test_a_refused_login_ends_a_lookup_long_before_its_timeout(
+    secured_kafka: SecuredKafka, secured_topics: TopicFactory
+) -> None:
+    topic = secured_topics(partitions=1)
+    settings = secured_kafka.sasl_ssl_settings(**{"sasl.password": "not-the-password"})
+    consumer = make_consumer(settings, "test-refused-login")
+    try:
+        began = time.monotonic()
+        with pytest.raises(TerminalError, match="SASL authentication failed for user 'etl'"):
+            partitions(consumer, topic, timeout=20)
+        assert time.monotonic() - began < 5  # librdkafka alone would retry for all 20 s
+    finally:
+        consumer.close()
