@@ -10,6 +10,7 @@ from datetime import datetime
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from connector.batch import Gap
+from connector.librdkafka import EventedConsumer
 from kafka_etl.errors import DataLossError, KafkaEtlError, TerminalError, classify
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,15 @@ DEFAULT_SETTINGS: dict[str, str | int | float | bool] = {
 
 
 def make_consumer(settings: Settings, group_id: str) -> Consumer:
-    """A consumer for explicit assignment: no rebalancing, no automatic commits."""
+    """A consumer for explicit assignment: no rebalancing, no automatic commits.
+
+    librdkafka's log goes to the ``kafka_etl.librdkafka`` logger, and a failed look-up names
+    the cause librdkafka reported (a refused login, an untrusted certificate): see
+    connector/librdkafka.py.
+    """
     config = {**DEFAULT_SETTINGS, "group.id": group_id, **settings, **MANAGED_SETTINGS}
     try:
-        return Consumer(config)
+        return EventedConsumer(config)
     except KafkaException as exc:
         raise classify(exc, "kafka configuration") from None
 

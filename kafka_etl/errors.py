@@ -10,6 +10,7 @@ and nowhere else. Record-level problems are ``RecordError``; infrastructure prob
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 
 class KafkaEtlError(Exception):
@@ -71,6 +72,19 @@ class SinkUnavailableError(TransientError):
     """The target database could not be reached or is locked by another process."""
 
 
+@dataclass(frozen=True, slots=True)
+class KafkaCause:
+    """What librdkafka reported while a call failed, in a sentence (connector/librdkafka.py).
+
+    A failed call says only "Broker transport failure" or "timed out"; the client's recorded
+    events say why (a refused login, an untrusted certificate, a refused connection). It rides
+    on the library's exception as ``exc.cause``; ``terminal`` causes are not worth a retry.
+    """
+
+    message: str
+    terminal: bool
+
+
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 
 
@@ -98,7 +112,7 @@ def classify(exc: BaseException, where: str) -> KafkaEtlError:
     module = type(exc).__module__.split(".")[0]
     name = type(exc).__name__
     if module == "cimpl" or module == "confluent_kafka":
-        return _classify_kafka(exc, message)
+        return _classify_kafka(exc, where, message)
     if module in ("duckdb", "_duckdb"):  # duckdb 2 raises from its C module, _duckdb
         if name in {"IOException", "ConnectionException"} or "lock" in str(exc).lower():
             return SinkUnavailableError(message)
@@ -181,9 +195,13 @@ def _database_transient(driver_error: BaseException) -> bool | None:
     return None
 
 
-def _classify_kafka(exc: BaseException, message: str) -> KafkaEtlError:
+def _classify_kafka(exc: BaseException, where: str, message: str) -> KafkaEtlError:
     args = getattr(exc, "args", ())
     kafka_error = args[0] if args else None
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, KafkaCause) and _generic_kafka_failure(kafka_error):
+        error = TerminalError if cause.terminal else SourceUnavailableError
+        return error(f"{where}: {cause.message}")
     retriable = getattr(kafka_error, "retriable", None)
     if callable(retriable) and retriable():
         return SourceUnavailableError(message)
@@ -205,3 +223,21 @@ def _classify_kafka(exc: BaseException, message: str) -> KafkaEtlError:
         if code() in transient_codes:
             return SourceUnavailableError(message)
     return TerminalError(message)
+
+
+def _generic_kafka_failure(kafka_error: object) -> bool:
+    """Does this error only say that the brokers could not be talked to, not why?"""
+    code = getattr(kafka_error, "code", None)
+    if not callable(code):
+        return False
+    from confluent_kafka import KafkaError
+
+    return code() in {
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._AUTHENTICATION,
+        KafkaError._SSL,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+    }

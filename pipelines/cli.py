@@ -6,6 +6,7 @@ Every expected failure ends as one line on stderr and a non-zero exit; traceback
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -58,9 +59,23 @@ ConfigOption = Annotated[
 ]
 
 
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log progress and librdkafka's lines to stderr.")
+]
+
+
 @app.callback()
-def _root(ctx: typer.Context, config: ConfigOption = Path("pipelines.yaml")) -> None:
+def _root(
+    ctx: typer.Context,
+    config: ConfigOption = Path("pipelines.yaml"),
+    verbose: VerboseOption = False,
+) -> None:
     ctx.obj = config
+    if verbose:
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s"
+        )
+        logging.getLogger("kafka_etl.librdkafka").setLevel(logging.DEBUG)
 
 
 def _project(ctx: typer.Context) -> Project:
