@@ -157,7 +157,17 @@ def watermarks(
         tp = TopicPartition(topic, p)
 
         def attempt(seconds: float, tp: TopicPartition = tp) -> tuple[int, int]:
-            low, high = consumer.get_watermark_offsets(tp, timeout=seconds, cached=False)
+            try:
+                low, high = consumer.get_watermark_offsets(tp, timeout=seconds, cached=False)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if isinstance(error, KafkaError) and error.code() == KafkaError._UNKNOWN_PARTITION:
+                    # The topic's metadata listed it: what is unknown is its leader, for now.
+                    reason = f"{error.str()} (no leader known)"
+                    raise KafkaException(
+                        KafkaError(KafkaError.LEADER_NOT_AVAILABLE, reason)
+                    ) from None
+                raise
             return int(low), int(high)
 
         result[p] = _retrying(f"kafka {topic}/{p}", max(deadline - time.monotonic(), 0.1), attempt)
