@@ -292,11 +292,15 @@ def explain_unreachable(error: SourceUnavailableError, settings: Settings) -> Ka
             f"{a.strip()}: {r}" for a, r in zip(servers.split(","), reasons, strict=False)
         )
     )
-    detail = _KAFKA_ERROR_REPR.sub(r"\1", str(error))
-    return SourceUnavailableError(f"cannot reach Kafka at {servers}: {reason} ({detail})")
+    return SourceUnavailableError(f"cannot reach Kafka at {servers}: {reason} ({plain(error)})")
 
 
 _KAFKA_ERROR_REPR = re.compile(r'KafkaError\{code=\w+,val=-?\d+,str="(.*)"\}')
+
+
+def plain(error: BaseException) -> str:
+    """An error's message with librdkafka's ``KafkaError{code=…,str="…"}`` reduced to its text."""
+    return _KAFKA_ERROR_REPR.sub(r"\1", str(error))
 
 
 def _tcp_reason(address: str, timeout: float = 2.0) -> str | None:

@@ -30,6 +30,7 @@ from connector.client import (
     make_consumer,
     offsets_for_time,
     partitions,
+    plain,
     plan_read,
     watermarks,
 )
@@ -380,7 +381,7 @@ def _lag_after(sink: Sink, consumer: Consumer, topic: str, parts: list[int]) -> 
         after = watermarks(consumer, topic, parts, timeout=_LAG_AFTER_TIMEOUT)
         checkpoints = sink.read_checkpoints()
     except KafkaEtlError as exc:
-        log.warning("kafka-etl: warning: lag after the run is unknown: %s", exc)
+        log.warning("kafka-etl: warning: lag after the run is unknown: %s", plain(exc))
         return {}
     return {p: max(after[p][1] - checkpoints.get(p, after[p][0]), 0) for p in after}
 
