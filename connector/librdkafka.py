@@ -34,6 +34,9 @@ from kafka_etl.errors import KafkaCause
 LOG = logging.getLogger("kafka_etl.librdkafka")
 LOG.addHandler(logging.NullHandler())  # never Python's last-resort handler on stderr
 DEDUPE_SECONDS = 10.0
+# How long start-up look-ups keep trying while no broker address takes a connection at all:
+# long enough for a broker that is restarting, short enough that "Kafka is down" is said soon.
+UNREACHABLE_GRACE = 8.0
 
 # "sasl_ssl://127.0.0.1:9094/bootstrap: " or "127.0.0.1:9092/1: " before librdkafka's reason.
 _BROKER = re.compile(r"(?:^|\s)(?:[a-z_]+://)?(\[[^\]]+\]:\d+|[^\s/\[\]]+:\d+)/(?:\w+):\s")
@@ -153,9 +156,11 @@ class ClientEvents(logging.Filter):
             )
             return KafkaCause(msg, terminal=True)
         if "connection refused" in low:
-            return KafkaCause(f"cannot reach Kafka{at}: connection refused", terminal=False)
+            return KafkaCause(
+                f"cannot reach Kafka{at}: connection refused", terminal=False, unreachable=True
+            )
         if event.code in (KafkaError._RESOLVE,) or "failed to resolve" in low:
-            return KafkaCause(f"cannot reach Kafka{at}: {reason}", terminal=False)
+            return KafkaCause(f"cannot reach Kafka{at}: {reason}", terminal=False, unreachable=True)
         return None
 
     def _sasl(self, low: str, reason: str, at: str) -> KafkaCause:
@@ -245,7 +250,8 @@ class EventedConsumer(Consumer):
     def _sliced(self, call: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         timeout = kwargs.get("timeout")
         sliced = isinstance(timeout, int | float) and timeout > self.SLICE_SECONDS
-        end = time.monotonic() + timeout if isinstance(timeout, int | float) else 0.0
+        began = time.monotonic()
+        end = began + timeout if isinstance(timeout, int | float) else 0.0
         while True:
             left = end - time.monotonic()
             if sliced:
@@ -256,11 +262,19 @@ class EventedConsumer(Consumer):
                 self.events.annotate(exc, self)
                 cause = getattr(exc, "cause", None)
                 again = sliced and left > self.SLICE_SECONDS and _generic(exc)
-                if not again or (cause is not None and cause.terminal):
+                if not again or given_up(cause, began):
                     raise
             else:
                 self.events.forget()
                 return result
+
+
+def given_up(cause: KafkaCause | None, began: float) -> bool:
+    """Is ``cause`` not worth waiting out: a refused login or certificate at once, nobody
+    listening at any broker address after ``UNREACHABLE_GRACE`` seconds?"""
+    if cause is None:
+        return False
+    return cause.terminal or (cause.unreachable and time.monotonic() - began >= UNREACHABLE_GRACE)
 
 
 def _generic(exc: KafkaException) -> bool:

@@ -83,6 +83,9 @@ class KafkaCause:
 
     message: str
     terminal: bool
+    #: No broker took a TCP connection at all: retrying beyond a short grace only delays the
+    #: one line a scheduler acts on (exit 75).
+    unreachable: bool = False
 
 
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
@@ -209,19 +212,8 @@ def _classify_kafka(exc: BaseException, where: str, message: str) -> KafkaEtlErr
     if callable(fatal) and fatal():
         return TerminalError(message)
     code = getattr(kafka_error, "code", None)
-    if callable(code):
-        from confluent_kafka import KafkaError
-
-        transient_codes = {
-            KafkaError._TRANSPORT,
-            KafkaError._ALL_BROKERS_DOWN,
-            KafkaError._TIMED_OUT,
-            KafkaError.REQUEST_TIMED_OUT,
-            KafkaError.LEADER_NOT_AVAILABLE,
-            KafkaError.NOT_LEADER_FOR_PARTITION,
-        }
-        if code() in transient_codes:
-            return SourceUnavailableError(message)
+    if callable(code) and code() in _KAFKA_TRANSIENT_CODES:
+        return SourceUnavailableError(message)
     return TerminalError(message)
 
 
@@ -241,3 +233,36 @@ def _generic_kafka_failure(kafka_error: object) -> bool:
         KafkaError._SSL,
         KafkaError.SASL_AUTHENTICATION_FAILED,
     }
+
+
+# librdkafka's local codes (negative) and broker codes that mean "the cluster is unreachable, or
+# a partition's leader or the group's coordinator is moving": a broker died or restarted, and a
+# leader election or a reconnect settles it within seconds. Not every one is ``retriable()``:
+# a look-up sent to a broker that then died fails with ``_DESTROY_BROKER``, which is not.
+_KAFKA_TRANSIENT_CODES = frozenset(
+    {
+        -195,  # _TRANSPORT: the connection broke or was refused
+        -187,  # _ALL_BROKERS_DOWN
+        -185,  # _TIMED_OUT
+        -166,  # _TIMED_OUT_QUEUE
+        -193,  # _RESOLVE: the bootstrap host name did not resolve (DNS may be down)
+        -137,  # _DESTROY_BROKER: the broker handle went away with the request in flight
+        -180,  # _WAIT_COORD: no group coordinator known yet
+        -182,  # _NODE_UPDATE: a broker's address changed
+        -164,  # _WAIT_CACHE: metadata not known yet
+        5,  # LEADER_NOT_AVAILABLE
+        6,  # NOT_LEADER_OR_FOLLOWER
+        7,  # REQUEST_TIMED_OUT
+        8,  # BROKER_NOT_AVAILABLE
+        9,  # REPLICA_NOT_AVAILABLE
+        13,  # NETWORK_EXCEPTION
+        14,  # COORDINATOR_LOAD_IN_PROGRESS
+        15,  # COORDINATOR_NOT_AVAILABLE
+        16,  # NOT_COORDINATOR
+        19,  # NOT_ENOUGH_REPLICAS
+        56,  # KAFKA_STORAGE_ERROR: one log directory failed; its partitions move
+        74,  # FENCED_LEADER_EPOCH
+        75,  # UNKNOWN_LEADER_EPOCH
+        78,  # OFFSET_NOT_AVAILABLE: a new leader has not yet caught up its high watermark
+    }
+)

@@ -7,6 +7,7 @@ The CLI and Dagster both call ``run_pipeline``; neither has a loading path of it
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -22,11 +23,15 @@ from confluent_kafka import Consumer
 
 from connector.batch import Batch, Gap, OffsetRange
 from connector.client import (
+    CLOSE_TIMEOUT,
     ReadPlan,
+    close_consumer,
     commit_group_offsets,
+    explain_unreachable,
     make_consumer,
     offsets_for_time,
     partitions,
+    plain,
     plan_read,
     watermarks,
 )
@@ -35,12 +40,17 @@ from connector.flatten import flatten_structs
 from connector.formats import Decoder, build_decoder
 from connector.reader import BoundedReader, RawBatch
 from connector.types import parse_arrow_type
-from kafka_etl.errors import TerminalError
+from kafka_etl.errors import KafkaEtlError, SourceUnavailableError, TerminalError
 from kafka_etl.process import bulk_allocation, limit_malloc_arenas
 from pipelines.config import Pipeline, Project
 from pipelines.conflicts import check_error_ratio, set_aside_conflicts
 from sinks.base import SchemaChange, Sink, TableSpec, WriteResult, WriteTurn
 from sinks.factory import open_sink
+
+log = logging.getLogger(__name__)
+# After the last commit the run has done its work: the lag it then reports waits at most this
+# long for the brokers (a partition whose leader just died has none for a few seconds).
+_LAG_AFTER_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +157,17 @@ def _connections(project: Project, pipeline: Pipeline) -> Iterator[tuple[Sink, C
         lock_timeout=pipeline.lock_timeout,
     )
     try:
-        consumer = make_consumer(project.consumer_settings(pipeline), pipeline.consumer_group)
+        settings = project.consumer_settings(pipeline)
+        consumer = make_consumer(settings, pipeline.consumer_group)
+        unreachable = False
         try:
             yield sink, consumer
+        except SourceUnavailableError as exc:
+            unreachable = True
+            raise explain_unreachable(exc, settings) from None
         finally:
-            consumer.close()
+            # With the cluster gone, close() only waits for commits that cannot complete.
+            close_consumer(consumer, timeout=1.0 if unreachable else CLOSE_TIMEOUT)
     finally:
         sink.close()
 
@@ -341,9 +357,7 @@ def _load(
                 del prepared
         finally:
             _drain(in_flight, committed)
-    after = watermarks(consumer, pipeline.topic, sorted(plan.end), timeout=10.0)
-    checkpoints = sink.read_checkpoints()
-    lag_after = {p: max(after[p][1] - checkpoints.get(p, after[p][0]), 0) for p in after}
+    lag_after = _lag_after(sink, consumer, pipeline.topic, sorted(plan.end))
     return RunResult(
         pipeline=pipeline.name,
         topic=pipeline.topic,
@@ -361,6 +375,19 @@ def _load(
         schema=sink.table_schema(),
         dead_lettered=tally.dead_lettered,
     )
+
+
+def _lag_after(sink: Sink, consumer: Consumer, topic: str, parts: list[int]) -> dict[int, int]:
+    """Offsets left to load per partition once the run committed everything. Best effort: the
+    load is complete whatever this finds, so a broker that does not answer now leaves the lag
+    unknown (``{}``, with a warning) and never fails the run."""
+    try:
+        after = watermarks(consumer, topic, parts, timeout=_LAG_AFTER_TIMEOUT)
+        checkpoints = sink.read_checkpoints()
+    except KafkaEtlError as exc:
+        log.warning("kafka-etl: warning: lag after the run is unknown: %s", plain(exc))
+        return {}
+    return {p: max(after[p][1] - checkpoints.get(p, after[p][0]), 0) for p in after}
 
 
 def _drain(
