@@ -100,6 +100,36 @@ def target_url(value: str) -> str:
     return value
 
 
+def target_names(
+    target: str, table: str, schema: str | None, key: tuple[str, ...], dead_letters: bool
+) -> None:
+    """Table, schema, key and dead-letter table names the target database can hold, by the
+    sink's own rules (``sinks.sql.tables.check_name``, with the dialect's offline defaults)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(target)
+    backend = url.get_backend_name()
+    if backend == "duckdb":
+        return
+    if schema is not None and backend == "sqlite":
+        msg = "field 'schema': not supported for sqlite targets"
+        raise ValueError(msg)
+    from connector.dead_letters import dlq_table_name
+    from sinks.sql.tables import check_name
+
+    dialect = url.get_dialect()()
+    names = [("table", "table", table), *(("key", "key column", k) for k in key)]
+    if schema is not None:
+        names.append(("schema", "schema", schema))
+    if dead_letters:
+        names.append(("table", "dead-letter table", dlq_table_name(table)))
+    for field, what, name in names:
+        problem = check_name(name, dialect, what)
+        if problem:
+            msg = f"field {field!r}: {problem}"
+            raise ValueError(msg)
+
+
 def _duckdb_options(safe: str, options: dict[str, str]) -> None:
     """The target's query string as DuckDB options, set on a scratch in-memory database the
     way the sink sets them on the file."""

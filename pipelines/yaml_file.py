@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from kafka_etl.errors import ConfigError
@@ -45,6 +46,19 @@ class _Loader(_Base):  # type: ignore[misc,valid-type]
         if self._nodes > MAX_NODES:
             raise _TooManyNodes
         return str(super().resolve(kind, value, implicit))
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        """PyYAML's, with a value its tag cannot hold (``!!int abc``, ``2026-13-45``, an
+        integer of 5,000 digits) reported at its line like any other YAML error."""
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            tag = str(node.tag).rsplit(":", 1)[-1]
+            value = show(node.value) if isinstance(node, ScalarNode) else "the value"
+            problem = f"cannot read {value} as {tag} ({' '.join(str(exc).split())[:80]})"
+            raise ConstructorError(None, None, problem, node.start_mark) from None
 
 
 _STR = "tag:yaml.org,2002:str"

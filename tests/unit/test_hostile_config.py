@@ -140,6 +140,9 @@ CASES: list[object] = [
         "could not determine a constructor",
         id="python-tag",
     ),
+    pytest.param(with_field(f"batch_max_rows: {'9' * 5000}"), "line 8: cannot read", id="huge-int"),
+    pytest.param(with_field("description: 2026-13-45"), "as timestamp (month", id="bad-date"),
+    pytest.param(with_field("include_headers: !!bool maybe"), "'maybe' as bool", id="bad-tag"),
     pytest.param(
         with_field(f'description: "{"x" * 500_000}'),
         "line 9: while scanning a quoted scalar, found unexpected end",
@@ -150,6 +153,11 @@ CASES: list[object] = [
     pytest.param(HEAD + "pipelines:\n  a: [1, 2]\n", "pipeline 'a': expected a mapping", id="body"),
     pytest.param(
         GOOD.replace("  a:", "  my pipeline:"), "field '(name)': a pipeline name", id="name"
+    ),
+    pytest.param(
+        GOOD + PIPELINE.replace("  a:", "  _a_:"),
+        "field 'pipelines': 'a' and '_a_' both become the Dagster name 'a'",
+        id="dagster-name",
     ),
     pytest.param(
         with_field("tabel: typo"), "pipeline 'a', field 'tabel': unknown field", id="typo"
@@ -227,6 +235,18 @@ CASES: list[object] = [
         GOOD.replace("duckdb:///w.duckdb", "duckdb:///w.duckdb?threads=many"),
         "option threads='many'",
         id="duckdb-option",
+    ),
+    pytest.param(
+        GOOD.replace("duckdb:///w.duckdb", "postgresql+psycopg://h/db").replace(
+            "table: a", f"table: {'t' * 64}"
+        ),
+        "pipeline 'a', field 'table': table name 'tttt",
+        id="table-name-too-long",
+    ),
+    pytest.param(
+        GOOD.replace("duckdb:///w.duckdb", "sqlite:///w.db") + "    schema: s\n",
+        "pipeline 'a', field 'schema': not supported for sqlite targets",
+        id="sqlite-schema",
     ),
     pytest.param(
         GOOD.replace("topic: events", "topic: my events!"), "not a Kafka topic name", id="topic"
