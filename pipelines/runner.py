@@ -43,7 +43,7 @@ from connector.types import parse_arrow_type
 from kafka_etl.errors import KafkaEtlError, SourceUnavailableError, TerminalError
 from kafka_etl.process import bulk_allocation, limit_malloc_arenas
 from pipelines.config import Pipeline, Project
-from pipelines.conflicts import check_error_ratio, set_aside_conflicts
+from pipelines.conflicts import ErrorBudget, charge_conflicts, set_aside_conflicts
 from sinks.base import SchemaChange, Sink, TableSpec, WriteResult, WriteTurn
 from sinks.factory import open_sink
 
@@ -297,10 +297,11 @@ def _load(
     )
     tally = _Tally()
     spec = table_spec(pipeline)
+    budget = error_budget(pipeline)
 
     def prepare(raw: RawBatch) -> tuple[Batch, RawBatch | None]:
         """Decode (and flatten) one batch; runs on the reading thread, ahead of the writer."""
-        batch = decode(pipeline, decoder, raw)
+        batch = decode(pipeline, decoder, raw, budget)
         if pipeline.flatten:
             batch = replace(
                 batch, rows=flatten_structs(batch.rows, pipeline.flatten, pipeline.name)
@@ -318,8 +319,9 @@ def _load(
             if raw is not None:
                 # Against the table as the previous batch leaves it.
                 turn.wait_previous_settled()
-                batch = set_aside_conflicts(sink.table_schema(), batch, raw, spec)
-                check_error_ratio(pipeline.name, batch, len(raw), pipeline.max_error_ratio)
+                fitted = set_aside_conflicts(sink.table_schema(), batch, raw, spec)
+                charge_conflicts(budget, batch, fitted)
+                batch = fitted
                 del raw
             written = sink.write(batch, replay=replay, turn=turn)
         finally:
@@ -410,23 +412,26 @@ def _drain(
         committed(done)
 
 
-def decode(pipeline: Pipeline, decoder: Decoder, raw: RawBatch) -> Batch:
+def error_budget(pipeline: Pipeline) -> ErrorBudget:
+    """The pipeline's budget of bad messages for one run (``pipelines.conflicts``)."""
+    return ErrorBudget(pipeline.name, pipeline.max_error_ratio, pipeline.min_messages_for_ratio)
+
+
+def decode(
+    pipeline: Pipeline, decoder: Decoder, raw: RawBatch, budget: ErrorBudget | None = None
+) -> Batch:
     """Decode one micro-batch per ``on_error``: the first bad message fails the run, or bad
-    messages travel in ``Batch.rejects`` to the dead-letter table, unless there are so many
-    (``max_error_ratio``) that the problem is systematic rather than one of single records."""
+    messages travel in ``Batch.rejects`` to the dead-letter table, unless the run's
+    ``budget`` (a fresh one: this batch is the run) says the problem is systematic."""
+    budget = budget if budget is not None else error_budget(pipeline)
     if pipeline.on_error == "fail":
-        return decoder.decode(raw)
+        batch = decoder.decode(raw)
+        budget.charge(0, len(raw))
+        return batch
     batch, rejects = decoder.decode_tolerant(raw)
+    budget.charge(len(rejects), len(raw), str(rejects[0].to_error(raw.topic)) if rejects else "")
     if not rejects:
         return batch
-    if len(rejects) > pipeline.max_error_ratio * len(raw):
-        first = rejects[0]
-        msg = (
-            f"pipeline {pipeline.name!r}: {len(rejects)} of {len(raw)} messages in a batch could"
-            f" not be decoded, more than max_error_ratio {pipeline.max_error_ratio:g} allows;"
-            f" first bad one {first.to_error(raw.topic)}; nothing from this batch was committed"
-        )
-        raise TerminalError(msg)
     return replace(batch, rejects=rejects_table(raw.topic, rejects))
 
 

@@ -33,8 +33,14 @@ def project_for(path: Path) -> Project:
     return load_project(path)
 
 
-def cli(config: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``kafka-etl -c config ARGS`` in a fresh interpreter, as a user would."""
+def cli(
+    config: Path,
+    *args: str,
+    timeout: float = 600,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``kafka-etl -c config ARGS`` in a fresh interpreter, as a user would
+    (``preexec_fn``, e.g. a memory rlimit, runs in the child before it starts)."""
     return subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "-c", str(config), *args],
         capture_output=True,
@@ -42,6 +48,7 @@ def cli(config: Path, *args: str, timeout: float = 600) -> subprocess.CompletedP
         timeout=timeout,
         check=False,
         env={**os.environ, "COLUMNS": "200"},
+        preexec_fn=preexec_fn,
     )
 
 
