@@ -9,13 +9,16 @@ and nowhere else. Record-level problems are ``RecordError``; infrastructure prob
 
 from __future__ import annotations
 
-import re
+from kafka_etl.secrets import redact as redact  # the one redaction function, also from here
 
 
 class KafkaEtlError(Exception):
-    """Base class; ``str(err)`` is a complete one-line message for users."""
+    """Base class; ``str(err)`` is a complete one-line message for users, secrets masked."""
 
     transient = False
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class TerminalError(KafkaEtlError):
@@ -69,14 +72,6 @@ class SourceUnavailableError(TransientError):
 
 class SinkUnavailableError(TransientError):
     """The target database could not be reached or is locked by another process."""
-
-
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
-
-
-def redact(text: str) -> str:
-    """Hide passwords embedded in connection URLs (``user:secret@host`` -> ``user:***@host``)."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 def first_line(exc: BaseException) -> str:

@@ -24,15 +24,26 @@ from pydantic import (
 )
 
 from kafka_etl.errors import ConfigError, redact
+from kafka_etl.secrets import SecretUrl, is_secret_name, reveal
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_KEYS = ("password", "secret", "token", "sasl.oauthbearer.config")
 # Consumer settings the runner owns: changing them would break bounded, exactly-once reads.
 _RESERVED_KAFKA_KEYS = frozenset(
     {"enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset", "enable.partition.eof"}
 )
 Format = Literal["json", "avro", "protobuf", "json_schema", "string", "bytes"]
 _REGISTRY_FORMATS = frozenset({"avro", "protobuf", "json_schema"})
+KafkaValue = str | int | float | bool | SecretStr
+KafkaSettings = dict[str, KafkaValue]
+
+
+def _hide_secrets(settings: KafkaSettings) -> KafkaSettings:
+    """librdkafka settings whose name says password, secret, token or key.pem, as ``SecretStr``
+    (so no ``repr`` or dump of the project shows them); ``consumer_settings`` reveals them."""
+    return {
+        k: SecretStr(str(v)) if is_secret_name(k) and not isinstance(v, SecretStr) else v
+        for k, v in settings.items()
+    }
 
 
 class SchemaRegistrySettings(BaseModel):
@@ -40,7 +51,7 @@ class SchemaRegistrySettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    url: str = Field(min_length=1, description="http(s)://host:port[/path], comma-separated")
+    url: SecretUrl = Field(description="http(s)://host:port[/path], comma-separated")
     basic_auth_user_info: SecretStr | None = Field(
         default=None, alias="basic.auth.user.info", description="user:password"
     )
@@ -53,8 +64,11 @@ class SchemaRegistrySettings(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _http(cls, value: str) -> str:
-        for url in value.split(","):
+    def _http(cls, value: SecretUrl) -> SecretUrl:
+        if not value.get_secret_value().strip():
+            msg = "the URL is empty"
+            raise ValueError(msg)
+        for url in value.get_secret_value().split(","):
             if not url.strip().startswith(("http://", "https://", "mock://")):
                 msg = f"not an http(s) URL: {redact(url.strip())!r}"
                 raise ValueError(msg)
@@ -88,7 +102,10 @@ class Pipeline(BaseModel):
     schema_registry: SchemaRegistrySettings | None = Field(
         default=None, description="defaults to the project's schema_registry"
     )
-    target: str = Field(min_length=1, description="duckdb:///file.duckdb or any SQLAlchemy URL")
+    target: SecretUrl = Field(
+        description="duckdb:///file.duckdb or any SQLAlchemy URL (shown with secrets masked;"
+        " the sinks take target.get_secret_value())"
+    )
     table: str = Field(min_length=1)
     db_schema: str | None = Field(default=None, alias="schema")
     mode: Literal["append", "upsert"] = "append"
@@ -127,9 +144,22 @@ class Pipeline(BaseModel):
     max_lag_minutes: float | None = Field(default=None, gt=0)
     description: str | None = None
     owners: tuple[str, ...] = ()
-    kafka: dict[str, str | int | float | bool] = Field(
+    kafka: KafkaSettings = Field(
         default_factory=dict, description="per-pipeline librdkafka overrides"
     )
+
+    @field_validator("kafka")
+    @classmethod
+    def _kafka_secrets(cls, value: KafkaSettings) -> KafkaSettings:
+        return _hide_secrets(value)
+
+    @field_validator("target")
+    @classmethod
+    def _target_given(cls, value: SecretUrl) -> SecretUrl:
+        if not value.get_secret_value().strip():
+            msg = "the target URL is empty"
+            raise ValueError(msg)
+        return value
 
     @field_validator("columns")
     @classmethod
@@ -190,7 +220,7 @@ class Pipeline(BaseModel):
     @property
     def safe_target(self) -> str:
         """The target URL with any password replaced by ``***``."""
-        return redact(self.target)
+        return str(self.target)
 
 
 class Project(BaseModel):
@@ -198,7 +228,7 @@ class Project(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kafka: dict[str, str | int | float | bool]
+    kafka: KafkaSettings
     schema_registry: SchemaRegistrySettings | None = None
     pipelines: dict[str, Pipeline]
     source: str = "<memory>"
@@ -233,9 +263,7 @@ class Project(BaseModel):
 
     @field_validator("kafka")
     @classmethod
-    def _bootstrap(
-        cls, value: dict[str, str | int | float | bool]
-    ) -> dict[str, str | int | float | bool]:
+    def _bootstrap(cls, value: KafkaSettings) -> KafkaSettings:
         if not str(value.get("bootstrap.servers", "")).strip():
             msg = "'bootstrap.servers' is required"
             raise ValueError(msg)
@@ -243,7 +271,7 @@ class Project(BaseModel):
         if reserved:
             msg = f"setting {sorted(reserved)[0]!r} is managed by kafka-etl"
             raise ValueError(msg)
-        return value
+        return _hide_secrets(value)
 
     def pipeline(self, name: str) -> Pipeline:
         try:
@@ -254,14 +282,20 @@ class Project(BaseModel):
             raise ConfigError(msg) from None
 
     def consumer_settings(self, pipeline: Pipeline) -> dict[str, str | int | float | bool]:
-        """librdkafka settings for one pipeline: the shared connection plus its overrides."""
-        return {**self.kafka, **pipeline.kafka}
+        """librdkafka settings for one pipeline: the shared connection plus its overrides,
+        secrets revealed (for librdkafka only, never for display)."""
+        return {k: reveal(v) for k, v in {**self.kafka, **pipeline.kafka}.items()}
 
     def safe_kafka_settings(self) -> dict[str, str | int | float | bool]:
         """The connection settings with secrets masked, for display."""
         return {
-            k: ("***" if any(s in k for s in _SECRET_KEYS) else v) for k, v in self.kafka.items()
+            k: ("***" if isinstance(v, SecretStr) or is_secret_name(k) else v)
+            for k, v in self.kafka.items()
         }
+
+    def with_kafka(self, overrides: dict[str, Any]) -> Project:
+        """A copy whose file-level ``kafka:`` settings are updated (secrets wrapped again)."""
+        return self.model_copy(update={"kafka": _hide_secrets({**self.kafka, **overrides})})
 
 
 def load_project(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Project:
