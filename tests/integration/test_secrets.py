@@ -107,7 +107,7 @@ class Setup:
             "ssl.key.password": s["ssl.key.password"][1],
             **FAST_FAIL,
         }
-        sql = {
+        sql: dict[str, dict[str, Any]] = {
             p: {"topic": self.topic, "target": url.replace(PG_HOST, db), "table": "ev"}
             for p, url in self.targets.items()
         }
@@ -271,7 +271,5 @@ def test_the_loaded_project_shows_no_secret(setup: Setup, kafka_bootstrap: str) 
     assert settings["ssl.key.password"] == setup.secrets.pairs["ssl.key.password"][1]
     oauth = setup.secrets.pairs["oauth client secret"][1]
     assert settings["sasl.oauthbearer.client.secret"] == oauth
-    assert (
-        setup.secrets.pairs["target userinfo password"][1]
-        in sa.engine.make_url(p.target.get_secret_value()).password
-    )
+    password = sa.engine.make_url(p.target.get_secret_value()).password
+    assert password == setup.secrets.pairs["target userinfo password"][1]
