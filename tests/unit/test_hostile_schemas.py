@@ -139,6 +139,16 @@ def test_a_recursive_avro_reference_is_one_line() -> None:
         decode_avro(reg, sid)
 
 
+def test_a_json_schema_nested_past_the_stack_falls_back_to_inferred_types() -> None:
+    from connector.formats.json_schema import json_schema_registry_format
+
+    reg = registry()
+    depth = 90_000
+    sid = register(reg, '{"items": ' * depth + "{}" + "}" * depth, "JSON")
+    decoded = json_schema_registry_format(reg).decode_values([framed(sid, b'{"a": 1}')])
+    assert decoded.table.column("a").to_pylist() == [1]
+
+
 # -- Protobuf -----------------------------------------------------------------------------------
 
 
