@@ -156,9 +156,17 @@ class Pipeline(BaseModel):
     @field_validator("target")
     @classmethod
     def _target_given(cls, value: SecretUrl) -> SecretUrl:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         if not value.get_secret_value().strip():
             msg = "the target URL is empty"
             raise ValueError(msg)
+        try:
+            make_url(value.get_secret_value())
+        except (ArgumentError, ValueError):  # not echoed: what does not parse cannot be masked
+            msg = "not a database URL (e.g. duckdb:///warehouse.duckdb or postgresql+psycopg://…)"
+            raise ValueError(msg) from None
         return value
 
     @field_validator("columns")

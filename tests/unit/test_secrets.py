@@ -177,3 +177,14 @@ def test_a_literal_secret_on_the_dagster_resource_is_named_in_a_warning() -> Non
             sasl_password=EnvVar("KAFKA_PASSWORD"),
             kafka_settings={"ssl.key.password": EnvVar("KEY_PASSWORD")},
         )
+
+
+@pytest.mark.parametrize(
+    "target", ["postgresql+psycopg://u:tgt-pw@h:port/db", "postgresql//u:tgt-pw@h/db", "tgt-pw"]
+)
+def test_a_target_that_does_not_parse_is_refused_without_echoing_it(target: str) -> None:
+    raw = project_with_every_secret()
+    raw["pipelines"] = {"p": {"topic": "t", "target": target, "table": "t"}}
+    with pytest.raises(ConfigError, match="field 'target': not a database URL") as caught:
+        parse_project(raw, "p.yaml", {})
+    assert "tgt-pw" not in str(caught.value)
