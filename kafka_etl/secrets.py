@@ -23,6 +23,8 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
 _URL_TRAILER = ".,;:)]}"
 _USERINFO = re.compile(r"(://[^/@\s:]*:)[^@\s/]*@")
 _USERINFO_GREEDY = re.compile(r"(://[^/@\s:]*:)[^/\s]*@")
+# ``user:secret@host`` without a scheme (a URL missing its ``scheme://``).
+_BARE_USERINFO = re.compile(r"(?<![\w.%\-])([\w.%\-]*:)[^@\s/:'\"]+@(?=[\w\[])")
 _PAIR = re.compile(
     rf"(?i)(?<![\w.\-])({_SECRET_NAME})(\s*=\s*)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&;,'\")]+)"
 )
@@ -41,6 +43,7 @@ def redact(text: str) -> str:
     ``host=db password=pw`` -> ``host=db password=***``.
     """
     text = _URL.sub(_redact_url_match, str(text))
+    text = _BARE_USERINFO.sub(rf"\1{MASK}@", text)
     text = _PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     return _QUOTED_PAIR.sub(
         lambda m: f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}'***'", text

@@ -46,6 +46,11 @@ from pipelines.config import parse_project
             "host=db port=5432 password=*** sslpassword=*** dbname=w",
         ),
         ("{'sasl.password': 'pw1', 'n': 1}", "{'sasl.password': '***', 'n': 1}"),
+        (
+            "not an http(s) URL: 'reg:pw1@registry:8081'",
+            "not an http(s) URL: 'reg:***@registry:8081'",
+        ),
+        ("postgresql//etl:pw1@db/w", "postgresql//etl:***@db/w"),
         # Nothing secret: unchanged, the query string's order too.
         (
             "duckdb:///w.duckdb?threads=4&memory_limit=1GB",
