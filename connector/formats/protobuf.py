@@ -42,6 +42,7 @@ from kafka_etl.errors import TerminalError
 
 MAIN_FILE = "kafka_etl_writer_schema.proto"
 MAX_FILES = 256  # a schema and all it imports, transitively
+PROTOC_TIMEOUT = 60.0  # seconds; a schema is an input, its compilation is bounded too
 
 
 class ProtobufGroup:
@@ -275,7 +276,13 @@ def _compile_text(
         if deps:
             args.append(f"--descriptor_set_in={Path(tmp) / 'deps.pb'}")
         args += [f"--descriptor_set_out={out}", name]
-        res = subprocess.run(args, cwd=root, capture_output=True, text=True, check=False)
+        try:
+            res = subprocess.run(
+                args, cwd=root, capture_output=True, text=True, check=False, timeout=PROTOC_TIMEOUT
+            )
+        except subprocess.TimeoutExpired:
+            msg = f"{where}: .proto text did not compile within {PROTOC_TIMEOUT:.0f} s"
+            raise TerminalError(msg) from None
         if res.returncode != 0:
             why = (res.stderr or res.stdout).strip().splitlines()
             msg = f"{where}: .proto text does not compile: {why[0] if why else res.returncode}"
