@@ -274,8 +274,8 @@ def dlq(
         table.add_row(
             str(row["_partition"]),
             str(row["_offset"]),
-            escape(str(row["error_class"])),
-            escape(str(row["error_message"])),
+            escape(row["error_class"] or ""),
+            escape(row["error_message"] or ""),
             str(row["first_seen"]),
         )
     out.print(table)
