@@ -79,8 +79,8 @@ def _redact_url(url: str) -> str:
 class SecretUrl(SecretStr):
     """A connection URL that shows with its password and secret parameters masked.
 
-    ``repr``, ``str`` and pydantic's JSON serialization show ``redact(url)``; the sinks and
-    clients take ``get_secret_value()``.
+    ``repr`` and ``str`` show ``redact(url)``, pydantic's dumps ``SecretStr``'s asterisks; the
+    sinks and clients take ``get_secret_value()``.
     """
 
     def _display(self) -> str:
