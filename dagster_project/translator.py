@@ -45,7 +45,7 @@ class PipelineTranslatorData:
 
     @cached_property
     def url(self) -> URL:
-        return resolve_target(self.pipeline.target, base_dir(self.project))
+        return resolve_target(self.pipeline.target.get_secret_value(), base_dir(self.project))
 
     @property
     def backend(self) -> str:
@@ -85,7 +85,10 @@ class PipelineTranslatorData:
         """The pipeline's sink (checkpoints, table schema, row count), as the runner opens it."""
         p = self.pipeline
         return open_sink(
-            p.target, table_spec(p), base_dir=base_dir(self.project), lock_timeout=p.lock_timeout
+            p.target.get_secret_value(),
+            table_spec(p),
+            base_dir=base_dir(self.project),
+            lock_timeout=p.lock_timeout,
         )
 
 

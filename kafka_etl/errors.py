@@ -9,14 +9,18 @@ and nowhere else. Record-level problems are ``RecordError``; infrastructure prob
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from kafka_etl.secrets import redact as redact  # the one redaction function, also from here
 
 
 class KafkaEtlError(Exception):
-    """Base class; ``str(err)`` is a complete one-line message for users."""
+    """Base class; ``str(err)`` is a complete one-line message for users, secrets masked."""
 
     transient = False
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class TerminalError(KafkaEtlError):
@@ -86,14 +90,6 @@ class KafkaCause:
     #: No broker took a TCP connection at all: retrying beyond a short grace only delays the
     #: one line a scheduler acts on (exit 75).
     unreachable: bool = False
-
-
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
-
-
-def redact(text: str) -> str:
-    """Hide passwords embedded in connection URLs (``user:secret@host`` -> ``user:***@host``)."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 def first_line(exc: BaseException) -> str:

@@ -68,12 +68,12 @@ def target_url(value: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    safe = show(redact(value))
     try:
         url = make_url(value)
-    except (ArgumentError, ValueError):
-        msg = f"{safe} is not a database URL (e.g. duckdb:///warehouse.duckdb)"
+    except (ArgumentError, ValueError):  # not echoed: what does not parse cannot be masked
+        msg = "not a database URL (e.g. duckdb:///warehouse.duckdb or postgresql+psycopg://…)"
         raise ValueError(msg) from None
+    safe = show(redact(value))
     backend = url.get_backend_name()
     if backend not in _BACKENDS:
         msg = f"{safe}: unknown database {backend!r} (kafka-etl loads into {', '.join(_BACKENDS)})"

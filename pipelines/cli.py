@@ -87,8 +87,9 @@ def validate(ctx: typer.Context) -> None:
     """Check the pipelines file and print what it defines."""
     project = _project(ctx)
     for name, p in sorted(project.pipelines.items()):
-        out.print(f"{name}: {p.topic} -> {p.safe_target} table {p.table} ({p.mode}, {p.format})")
-    out.print(f"{project.source}: {len(project.pipelines)} pipeline(s) valid")
+        line = f"{name}: {p.topic} -> {p.safe_target} table {p.table} ({p.mode}, {p.format})"
+        out.print(escape(line))
+    out.print(escape(f"{project.source}: {len(project.pipelines)} pipeline(s) valid"))
 
 
 @app.command()
@@ -109,18 +110,18 @@ def run(
         return
     ranges = ", ".join(str(r) for r in result.ranges.values()) or "nothing new"
     out.print(
-        f"{result.pipeline}: {result.rows:,} rows into {result.table} in {result.seconds:.2f}s"
-        f" ({result.rows_per_second:,.0f} rows/s); offsets {ranges}"
+        f"{result.pipeline}: {result.rows:,} rows into {escape(result.table)} in"
+        f" {result.seconds:.2f}s ({result.rows_per_second:,.0f} rows/s); offsets {escape(ranges)}"
     )
     if result.tombstones:
         out.print(f"  {result.tombstones:,} tombstones (null values) skipped")
     if result.dead_lettered:
         out.print(
             f"  [yellow]{result.dead_lettered:,} messages dead-lettered[/] into"
-            f" {result.table}__dlq (see `kafka-etl dlq {result.pipeline}`)"
+            f" {escape(result.table)}__dlq (see `kafka-etl dlq {result.pipeline}`)"
         )
     if result.columns_added:
-        out.print(f"  new columns: {', '.join(result.columns_added)}")
+        out.print(escape(f"  new columns: {', '.join(result.columns_added)}"))
     for gap in result.gaps:
         out.print(
             f"  [yellow]gap[/]: {result.topic}/{gap.partition} offsets"
@@ -141,7 +142,8 @@ def status(
     for name in names or sorted(project.pipelines):
         pipeline = project.pipeline(name)
         rows = pipeline_status(project, name)
-        table = Table(title=f"{name}: {pipeline.topic} -> {pipeline.table}", title_justify="left")
+        title = escape(f"{name}: {pipeline.topic} -> {pipeline.table}")
+        table = Table(title=title, title_justify="left")
         for column in ("partition", "checkpoint", "log start", "high watermark", "lag"):
             table.add_column(column, justify="right")
         for s in rows:
@@ -166,6 +168,7 @@ def schema(
     pipeline = project.pipeline(name)
     columns, history = pipeline_schema(project, name)
     where = f"{pipeline.db_schema}.{pipeline.table}" if pipeline.db_schema else pipeline.table
+    where = escape(where)
     if columns is None:
         out.print(f"{name}: table {where} does not exist yet (nothing loaded)")
     else:
@@ -181,7 +184,7 @@ def schema(
     for change in history:
         changes.add_row(
             change.applied_at.isoformat(sep=" ", timespec="seconds"),
-            change.change,
+            escape(change.change),
             *(escape(text) for text in (change.column, change.old_type or "", change.new_type)),
             escape(change.first_offsets),
         )
@@ -250,7 +253,7 @@ def backfill(
         return
     ranges = ", ".join(str(r) for r in result.ranges.values()) or "nothing loaded in that range"
     out.print(
-        f"{result.pipeline}: replayed {result.rows:,} rows into {result.table} in"
+        f"{result.pipeline}: replayed {result.rows:,} rows into {escape(result.table)} in"
         f" {result.seconds:.2f}s; offsets {ranges}; table rows: {result.table_rows:,}"
     )
     for gap in result.gaps:
@@ -286,8 +289,8 @@ def dlq(
         table.add_row(
             str(row["_partition"]),
             str(row["_offset"]),
-            row["error_class"],
-            row["error_message"],
+            escape(row["error_class"] or ""),
+            escape(row["error_message"] or ""),
             str(row["first_seen"]),
         )
     out.print(table)

@@ -27,16 +27,26 @@ from pydantic import (
 )
 
 from kafka_etl.errors import ConfigError, redact
+from kafka_etl.secrets import SecretUrl, is_secret_name, reveal
 from pipelines import checks
 from pipelines.yaml_file import read_document, show, where
 
 # ``${`` either starts a whole reference (group 1: the name, group 2: a default) or is an error.
 _VAR = re.compile(r"\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})?")
-_SECRET_KEYS = ("password", "secret", "token", "sasl.oauthbearer.config")
 _NAME = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
-KafkaSettings = dict[str, str | int | float | bool]
 Format = Literal["json", "avro", "protobuf", "json_schema", "string", "bytes"]
 _REGISTRY_FORMATS = frozenset({"avro", "protobuf", "json_schema"})
+KafkaValue = str | int | float | bool | SecretStr
+KafkaSettings = dict[str, KafkaValue]
+
+
+def _hide_secrets(settings: KafkaSettings) -> KafkaSettings:
+    """librdkafka settings whose name says password, secret, token or key.pem, as ``SecretStr``
+    (so no ``repr`` or dump of the project shows them); ``consumer_settings`` reveals them."""
+    return {
+        k: SecretStr(str(v)) if is_secret_name(k) and not isinstance(v, SecretStr) else v
+        for k, v in settings.items()
+    }
 
 
 class SchemaRegistrySettings(BaseModel):
@@ -44,7 +54,7 @@ class SchemaRegistrySettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    url: str = Field(min_length=1, description="http(s)://host:port[/path], comma-separated")
+    url: SecretUrl = Field(description="http(s)://host:port[/path], comma-separated")
     basic_auth_user_info: SecretStr | None = Field(
         default=None, alias="basic.auth.user.info", description="user:password"
     )
@@ -57,8 +67,11 @@ class SchemaRegistrySettings(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _http(cls, value: str) -> str:
-        for url in value.split(","):
+    def _http(cls, value: SecretUrl) -> SecretUrl:
+        if not value.get_secret_value().strip():
+            msg = "the URL is empty"
+            raise ValueError(msg)
+        for url in value.get_secret_value().split(","):
             if not url.strip().startswith(("http://", "https://", "mock://")):
                 msg = f"not an http(s) URL: {redact(url.strip())!r}"
                 raise ValueError(msg)
@@ -94,7 +107,10 @@ class Pipeline(BaseModel):
     schema_registry: SchemaRegistrySettings | None = Field(
         default=None, description="defaults to the project's schema_registry"
     )
-    target: str = Field(min_length=1, description="duckdb:///file.duckdb or any SQLAlchemy URL")
+    target: SecretUrl = Field(
+        description="duckdb:///file.duckdb or any SQLAlchemy URL (shown with secrets masked;"
+        " the sinks take target.get_secret_value())"
+    )
     table: str = Field(min_length=1)
     db_schema: str | None = Field(default=None, alias="schema")
     mode: Literal["append", "upsert"] = "append"
@@ -153,8 +169,13 @@ class Pipeline(BaseModel):
 
     @field_validator("target")
     @classmethod
-    def _target(cls, value: str) -> str:
-        return checks.target_url(value)
+    def _target(cls, value: SecretUrl) -> SecretUrl:
+        text = value.get_secret_value()
+        if not text.strip():
+            msg = "the target URL is empty"
+            raise ValueError(msg)
+        checks.target_url(text)
+        return value
 
     @field_validator("schedule_timezone")
     @classmethod
@@ -174,6 +195,11 @@ class Pipeline(BaseModel):
         if isinstance(value, dict):
             checks.kafka_settings(value, pipeline_level=True)
         return value
+
+    @field_validator("kafka")
+    @classmethod
+    def _kafka_secrets(cls, value: KafkaSettings) -> KafkaSettings:
+        return _hide_secrets(value)
 
     @field_validator("columns")
     @classmethod
@@ -199,7 +225,9 @@ class Pipeline(BaseModel):
             raise ValueError(msg)
         self._check_formats()
         dead_letters = "dlq" in (self.on_error, self.on_schema_conflict)
-        checks.target_names(self.target, self.table, self.db_schema, self.key, dead_letters)
+        checks.target_names(
+            self.target.get_secret_value(), self.table, self.db_schema, self.key, dead_letters
+        )
         return self
 
     def _check_formats(self) -> None:
@@ -229,7 +257,7 @@ class Pipeline(BaseModel):
     @property
     def safe_target(self) -> str:
         """The target URL with any password replaced by ``***``."""
-        return redact(self.target)
+        return str(self.target)
 
 
 class Project(BaseModel):
@@ -280,6 +308,11 @@ class Project(BaseModel):
             checks.kafka_settings(value, pipeline_level=False)
         return value
 
+    @field_validator("kafka")
+    @classmethod
+    def _kafka_secrets(cls, value: KafkaSettings) -> KafkaSettings:
+        return _hide_secrets(value)
+
     @model_validator(mode="after")
     def _dagster_names(self) -> Project:
         """Dagster names jobs and sensors after pipelines in letters, digits and underscores
@@ -305,14 +338,20 @@ class Project(BaseModel):
             raise ConfigError(msg) from None
 
     def consumer_settings(self, pipeline: Pipeline) -> dict[str, str | int | float | bool]:
-        """librdkafka settings for one pipeline: the shared connection plus its overrides."""
-        return {**self.kafka, **pipeline.kafka}
+        """librdkafka settings for one pipeline: the shared connection plus its overrides,
+        secrets revealed (for librdkafka only, never for display)."""
+        return {k: reveal(v) for k, v in {**self.kafka, **pipeline.kafka}.items()}
 
     def safe_kafka_settings(self) -> dict[str, str | int | float | bool]:
         """The connection settings with secrets masked, for display."""
         return {
-            k: ("***" if any(s in k for s in _SECRET_KEYS) else v) for k, v in self.kafka.items()
+            k: ("***" if isinstance(v, SecretStr) or is_secret_name(k) else v)
+            for k, v in self.kafka.items()
         }
+
+    def with_kafka(self, overrides: dict[str, Any]) -> Project:
+        """A copy whose file-level ``kafka:`` settings are updated (secrets wrapped again)."""
+        return self.model_copy(update={"kafka": _hide_secrets({**self.kafka, **overrides})})
 
 
 def load_project(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Project:

@@ -151,7 +151,7 @@ def base_dir(project: Project) -> Path | None:
 @contextmanager
 def _connections(project: Project, pipeline: Pipeline) -> Iterator[tuple[Sink, Consumer]]:
     sink = open_sink(
-        pipeline.target,
+        pipeline.target.get_secret_value(),
         table_spec(pipeline),
         base_dir=base_dir(project),
         lock_timeout=pipeline.lock_timeout,
@@ -440,7 +440,7 @@ def pipeline_schema(project: Project, name: str) -> tuple[pa.Schema | None, list
     the changes kafka-etl applied to them."""
     pipeline = project.pipeline(name)
     sink = open_sink(
-        pipeline.target,
+        pipeline.target.get_secret_value(),
         table_spec(pipeline),
         base_dir=base_dir(project),
         lock_timeout=pipeline.lock_timeout,

@@ -23,6 +23,7 @@ SCHEMA_NOT_FOUND = 40403
 SUBJECT_NOT_FOUND = 40401
 VERSION_NOT_FOUND = 40402
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+MAX_SCHEMA_CHARS = 1_000_000  # a schema is an input: larger ones are refused, not parsed
 
 
 class SchemaRegistryUnavailableError(TransientError):
@@ -49,16 +50,26 @@ class SchemaRegistry:
 
     def schema(self, schema_id: int, fmt: str | None = None) -> Any:
         """The ``Schema`` registered under ``schema_id`` (``fmt='serialized'`` for Protobuf)."""
-        return self._call(
-            lambda: self.client.get_schema(schema_id, fmt=fmt), f"schema id {schema_id}"
-        )
+        what = f"schema id {schema_id}"
+        schema = self._call(lambda: self.client.get_schema(schema_id, fmt=fmt), what)
+        return self._bounded(schema, what)
 
     def version(self, subject: str, version: int, fmt: str | None = None) -> Any:
         """A referenced schema: ``RegisteredSchema`` of ``subject`` at ``version``."""
-        return self._call(
-            lambda: self.client.get_version(subject, version, fmt=fmt),
-            f"subject {subject!r} version {version}",
-        )
+        what = f"subject {subject!r} version {version}"
+        registered = self._call(lambda: self.client.get_version(subject, version, fmt=fmt), what)
+        self._bounded(registered.schema, what)
+        return registered
+
+    def _bounded(self, schema: Any, what: str) -> Any:
+        size = len(getattr(schema, "schema_str", None) or "")
+        if size > MAX_SCHEMA_CHARS:
+            msg = (
+                f"schema registry {self.url}: {what} is {size:,} characters, more than the"
+                f" {MAX_SCHEMA_CHARS:,} kafka-etl accepts"
+            )
+            raise TerminalError(msg)
+        return schema
 
     def _call(self, fetch: Any, what: str) -> Any:
         from confluent_kafka.schema_registry.error import SchemaRegistryError

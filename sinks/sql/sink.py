@@ -27,7 +27,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 
 from connector.batch import Batch
-from kafka_etl.errors import CheckpointConflictError, ConfigError, classify, raced
+from kafka_etl.errors import CheckpointConflictError, ConfigError, classify, raced, redact
 from sinks.base import (
     ClosesOnExit,
     SchemaChange,
@@ -65,7 +65,7 @@ class SqlSink(ClosesOnExit):
     ) -> None:
         """``fast_path=False`` writes with executemany on PostgreSQL too (for comparison)."""
         self.spec = spec
-        self.where = url.render_as_string(hide_password=True)
+        self.where = redact(url.render_as_string(hide_password=False))
         self._engine = make_engine(url, lock_timeout)
         self._json = JsonText()
         self.max_in_flight = 1
@@ -386,7 +386,7 @@ def make_engine(url: URL, lock_timeout: float = 60.0) -> Engine:
     backend = url.get_backend_name()
     if backend == "sqlite":
         options["connect_args"] = {"timeout": lock_timeout}
-    where = url.render_as_string(hide_password=True)
+    where = redact(url.render_as_string(hide_password=False))
     try:
         engine = sa.create_engine(url, **options)
     except sa.exc.NoSuchModuleError:

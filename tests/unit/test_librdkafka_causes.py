@@ -113,7 +113,11 @@ def test_reason_becomes_one_sentence(case: str) -> None:
     settings, code, text, sentence, terminal = CASES[case]
     events = ClientEvents(settings)
     _record(events, code, text)
-    assert events.cause() == KafkaCause(sentence, terminal)
+    cause = events.cause()
+    assert cause is not None
+    assert (cause.message, cause.terminal) == (sentence, terminal)
+    # Only "nobody listens there" is given up on early (``librdkafka.given_up``).
+    assert cause.unreachable == sentence.startswith("cannot reach Kafka")
 
 
 def test_a_terminal_cause_wins_over_later_noise() -> None:
