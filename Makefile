@@ -58,4 +58,6 @@ bench: install
 clean:
 	-scripts/local-kafka stop
 	-scripts/local-db stop
+	@# Servers relocated out of a private clone (see scripts/local-db) keep their files there.
+	@for f in .local/db/*.dir; do [ -f "$$f" ] && rm -rf -- "$$(cat "$$f")"; done; true
 	rm -rf .local
