@@ -83,5 +83,6 @@ clean:
 	-scripts/local-kafka stop
 	-scripts/local-db stop
 	@# Servers relocated out of a private clone (see scripts/local-db) keep their files there.
-	@for f in .local/db/*.dir; do [ -f "$$f" ] && rm -rf -- "$$(cat "$$f")"; done; true
+	@for f in .local/db/*.dir; do [ -f "$$f" ] || continue; d="$$(cat "$$f")"; \
+	  rm -rf -- "$$d"; rmdir -- "$$(dirname "$$d")" 2>/dev/null; done; true
 	rm -rf .local
