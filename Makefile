@@ -45,15 +45,16 @@ test: install services
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # The lowest versions pyproject.toml allows (uv --resolution lowest-direct: each direct
-# dependency at its floor) run the unit tests and a JSON -> DuckDB load through the CLI; a
-# core-only `pip install .` (no extras) must do the same load and import no Dagster.
+# dependency at its floor) run the unit tests, a JSON -> DuckDB load through the CLI and the
+# quick sink tests on DuckDB, PostgreSQL, MariaDB and SQLite; a core-only `pip install .` (no
+# extras) must do the same CLI load and import no Dagster.
 # uv comes from PyPI into its own venv. A few minutes; bounded by TEST_LOWEST_TIMEOUT seconds.
 UV := .local/venv-uv/bin/uv
 LOWEST := .local/venv-lowest
 CORE := .local/venv-core
 TEST_LOWEST_TIMEOUT ?= 900
 
-test-lowest: system-deps
+test-lowest: services
 	@test -x $(UV) || { $(PYTHON) -m venv .local/venv-uv && \
 	  .local/venv-uv/bin/python -m pip install -q uv; }
 	rm -rf $(LOWEST) $(CORE)
@@ -66,7 +67,7 @@ test-lowest: system-deps
 	timeout 600 $(UV) pip install -q -p $(CORE)/bin/python .
 	KAFKA_ETL_INSTALLED_PYTHONS=$(CURDIR)/$(LOWEST)/bin/python:$(CURDIR)/$(CORE)/bin/python \
 	  timeout $(TEST_LOWEST_TIMEOUT) $(LOWEST)/bin/python -m pytest -p no:cacheprovider \
-	  tests/unit tests/install
+	  -m 'not slow' tests/unit tests/install tests/integration/test_sinks.py
 
 ui: install
 	scripts/ui
