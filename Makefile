@@ -54,6 +54,7 @@ LOWEST := .local/venv-lowest
 CORE := .local/venv-core
 TEST_LOWEST_TIMEOUT ?= 900
 
+test-lowest: export UV_PYTHON_DOWNLOADS = never
 test-lowest: services
 	@test -x $(UV) || { $(PYTHON) -m venv .local/venv-uv && \
 	  .local/venv-uv/bin/python -m pip install -q uv; }
@@ -64,6 +65,8 @@ test-lowest: services
 	timeout 300 $(UV) pip install -q -p $(LOWEST)/bin/python pytest pytest-timeout hypothesis
 	@echo "lowest versions:"; $(UV) pip freeze -p $(LOWEST)/bin/python | tr '\n' ' '; echo
 	$(UV) venv -q -p $(PYTHON) $(CORE)
+	@# setuptools builds in the tree: a stale build/ could ship files the tree no longer has.
+	rm -rf build
 	timeout 600 $(UV) pip install -q -p $(CORE)/bin/python .
 	KAFKA_ETL_INSTALLED_PYTHONS=$(CURDIR)/$(LOWEST)/bin/python:$(CURDIR)/$(CORE)/bin/python \
 	  timeout $(TEST_LOWEST_TIMEOUT) $(LOWEST)/bin/python -m pytest -p no:cacheprovider \
