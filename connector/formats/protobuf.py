@@ -39,6 +39,7 @@ from connector.formats.registry import SchemaRegistry
 from connector.formats.unify import combine
 from connector.formats.vector import Cursor
 from kafka_etl.errors import TerminalError
+from kafka_etl.extras import missing_extra_message
 
 MAIN_FILE = "kafka_etl_writer_schema.proto"
 MAX_FILES = 256  # a schema and all it imports, transitively
@@ -262,7 +263,7 @@ def _compile_text(
     try:
         import grpc_tools
     except ImportError:
-        msg = f"{where} is .proto text: compiling it needs the grpcio-tools package"
+        msg = missing_extra_message(f"{where} is .proto text: compiling it", "protobuf")
         raise TerminalError(msg) from None
     include = Path(grpc_tools.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory(prefix="kafka-etl-proto-") as tmp:

@@ -28,6 +28,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from connector.batch import Batch
 from kafka_etl.errors import CheckpointConflictError, ConfigError, classify, raced, redact
+from kafka_etl.extras import extra_for, missing_extra_message
 from sinks.base import (
     ClosesOnExit,
     SchemaChange,
@@ -396,8 +397,11 @@ def make_engine(url: URL, lock_timeout: float = 60.0) -> Engine:
         )
         raise ConfigError(msg) from None
     except ImportError as exc:
+        extra = extra_for(exc.name)
         msg = (
-            f"target {where}: the database driver {exc.name or url.get_driver_name()!r}"
+            missing_extra_message(f"target {where}", extra)
+            if extra
+            else f"target {where}: the database driver {exc.name or url.get_driver_name()!r}"
             " is not installed"
         )
         raise ConfigError(msg) from None
