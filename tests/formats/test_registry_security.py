@@ -2,7 +2,7 @@
 Registry (`scripts/schema-registry start --tls --basic-auth`), through the real CLI: an Avro topic
 loads exactly once over HTTPS with basic auth (with and without a client certificate), and each
 misconfiguration a user meets is one line naming its cause, exit 1, without the password; a
-registry that is down stays exit 75."""
+registry that is down stays exit 75; TLS files that do not load are named before any request."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from connector.formats.registry import SchemaRegistry
+from kafka_etl.errors import TerminalError
 from tests.fixtures.kafka import TopicFactory, produce_json
 from tests.formats.conftest import SecuredRegistry
 from tests.helpers import cli, expected_offsets, high_watermarks, table_offsets, write_pipelines
@@ -210,3 +212,29 @@ def test_a_down_https_registry_stays_transient(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("kafka-etl: error: schema registry https://127.0.0.1:"), lines
     assert secured_registry.password not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("problem", ["key-of-another-certificate", "not-a-certificate"])
+def test_tls_files_that_do_not_load_are_a_configuration_error(tmp_path: Path, problem: str) -> None:
+    pem, _ = other_ca(tmp_path)
+    (tmp_path / "other").mkdir()
+    _, wrong_key = other_ca(tmp_path / "other")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    settings, reason = {
+        "key-of-another-certificate": (
+            {"ssl.certificate.location": str(pem), "ssl.key.location": str(wrong_key)},
+            f"ssl.certificate.location={pem}, ssl.key.location={wrong_key}): KEY_VALUES_MISMATCH",
+        ),
+        "not-a-certificate": (
+            {"ssl.ca.location": str(junk)},
+            f"(ssl.ca.location={junk}): NO_CERTIFICATE_OR_CRL_FOUND",
+        ),
+    }[problem]
+
+    with pytest.raises(TerminalError) as caught:
+        SchemaRegistry({"url": "https://etl:secret@127.0.0.1:9", **settings})
+
+    assert str(caught.value).startswith("schema registry https://etl:***@127.0.0.1:9: ")
+    assert "cannot load the TLS files" in str(caught.value)
+    assert reason in str(caught.value)
