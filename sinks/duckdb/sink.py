@@ -204,8 +204,8 @@ class DuckDBSink(ClosesOnExit):
         upsert = self.spec.mode == "upsert"
         changes = reduce_batch(batch, plan.rows, self.spec) if upsert else None
         con = self._con
-        con.begin()
         try:
+            con.begin()
             created = self._evolve(plan, describe_ranges(batch.ranges))
             deleted = 0
             if replay:
@@ -362,8 +362,8 @@ class DuckDBSink(ClosesOnExit):
     def reset(self, offsets: dict[int, int]) -> int:
         con = self._con
         deleted = 0
-        con.begin()
         try:
+            con.begin()
             if self._schema is None:
                 history.forget(con, self.spec)  # a dropped table's columns are gone with it
             for partition, offset in sorted(offsets.items()):

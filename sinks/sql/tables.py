@@ -17,6 +17,7 @@ reject are refused here with one line naming the pipeline and the name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -396,10 +397,15 @@ def creating(conn: Connection, what: str) -> Iterator[None]:
         if got != 1:
             msg = f"waited {_CREATE_LOCK_SECONDS}s for another writer creating {what}"
             raise SinkUnavailableError(msg)
+        release = sa.select(sa.func.release_lock(name))
         try:
             yield
-        finally:
-            conn.execute(sa.select(sa.func.release_lock(name)))
+        except BaseException:
+            # The failure is the one to report; the server frees the lock with the session.
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                conn.execute(release)
+            raise
+        conn.execute(release)
     else:
         yield
 
