@@ -179,7 +179,8 @@ def test_an_old_layout_checkpoint_table_is_migrated_and_resumes_where_it_was(
     produce: Produce,
 ) -> None:
     topic, other_topic = topic_factory(3), topic_factory(1)
-    produce(topic, events(0, 600))
+    for partition in range(3):  # each beyond the old checkpoints below
+        produce(topic, events(200 * partition, 200), partition=partition)
     produce(other_topic, events(0, 50))
     _create_old_layout(sink_url, tmp_path)
     # Loaded by an older kafka-etl: "ev" up to 100 of each partition, "other" up to 20.
