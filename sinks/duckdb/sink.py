@@ -23,7 +23,6 @@ import pyarrow as pa
 from connector.batch import Batch, OffsetRange
 from kafka_etl.errors import (
     ConfigError,
-    SinkUnavailableError,
     TerminalError,
     classify,
     first_line,
@@ -85,10 +84,12 @@ def connect(
         try:
             con = duckdb.connect(path, read_only=read_only)
             break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
-                msg = f"duckdb {path}: {str(exc).splitlines()[0]}"
-                raise SinkUnavailableError(msg) from None
+        except duckdb.Error as exc:
+            locked = isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+            if not locked or time.monotonic() >= deadline:
+                # Locked, or out of space replaying the WAL of a run that filled the disk: try
+                # again later; a file that is not a DuckDB database: fix the target.
+                raise classify(exc, f"duckdb {path}") from None
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
     try:

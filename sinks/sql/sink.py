@@ -17,6 +17,7 @@ connection and transaction that applied it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -104,7 +105,8 @@ class SqlSink(ClosesOnExit):
                 self._history.table.create(conn, checkfirst=True)
             self._table, self._schema = self._reflect()
         except BaseException as exc:
-            self.close()
+            with contextlib.suppress(Exception):  # the failure to open is the one to report
+                self.close()
             if isinstance(exc, Exception):
                 raise classify(exc, self.where) from exc
             raise
