@@ -76,6 +76,15 @@ class SinkUnavailableError(TransientError):
     """The target database could not be reached or is locked by another process."""
 
 
+class StorageFullError(SinkUnavailableError):
+    """The target ran out of disk space (or quota); the failed transaction committed nothing.
+
+    Transient, like PostgreSQL's own SQLSTATE class 53 (insufficient resources) and SMTP's 452
+    (insufficient system storage): once space is freed, running again loads exactly once,
+    because the rows and their checkpoints were rolled back together.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaCause:
     """What librdkafka reported while a call failed, in a sentence (connector/librdkafka.py).
@@ -98,12 +107,14 @@ def first_line(exc: BaseException) -> str:
     return redact(text[0] if text else type(exc).__name__)
 
 
-def classify(exc: BaseException, where: str) -> KafkaEtlError:
+def classify(exc: BaseException, where: str, *, work: str | None = None) -> KafkaEtlError:
     """Turn any exception raised while talking to Kafka or a database into our taxonomy.
 
-    ``where`` names the side (``"kafka"`` or the redacted target URL) for the message.
-    Unknown exceptions are returned as-is wrapped in nothing: callers re-raise them, because an
-    exception we cannot classify is a bug and deserves its traceback.
+    ``where`` names the side (``"kafka"`` or the redacted target URL) for the message;
+    ``work`` names what the failed transaction held (``"this batch"``), for the messages that
+    can say it committed nothing. Unknown exceptions are returned as-is wrapped in nothing:
+    callers re-raise them, because an exception we cannot classify is a bug and deserves its
+    traceback.
     """
     if isinstance(exc, KafkaEtlError):
         return exc
@@ -112,6 +123,9 @@ def classify(exc: BaseException, where: str) -> KafkaEtlError:
     name = type(exc).__name__
     if module == "cimpl" or module == "confluent_kafka":
         return _classify_kafka(exc, where, message)
+    if _storage_full(exc):
+        rolled_back = f"; nothing from {work} was committed" if work else ""
+        return StorageFullError(f"{where}: no space left on device{rolled_back}")
     if module in ("duckdb", "_duckdb"):  # duckdb 2 raises from its C module, _duckdb
         if name in {"IOException", "ConnectionException"} or "lock" in str(exc).lower():
             return SinkUnavailableError(message)
@@ -155,6 +169,31 @@ _PG_RACE_CODES = frozenset({"23505", "40P01"})
 _MYSQL_TRANSIENT = {1020, 1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
 # SQLite primary result codes: BUSY and LOCKED (another connection holds the lock).
 _SQLITE_TRANSIENT = {5, 6}
+
+
+# Out of space: PostgreSQL's disk_full; MySQL/MariaDB's "disk full" and "table is full";
+# SQLite's SQLITE_FULL. DuckDB and the rest say it in words (strerror of ENOSPC or EDQUOT).
+_PG_STORAGE_FULL = "53100"
+_MYSQL_STORAGE_FULL = {1021, 1114}
+_SQLITE_FULL = 13
+_STORAGE_FULL_WORDS = ("no space left on device", "disk quota exceeded")
+
+
+def _storage_full(exc: BaseException) -> bool:
+    """Did a database fail because its disk (or the user's quota) is full? DuckDB keeps saying
+    so after a fatal write error: every later call repeats the original error."""
+    driver_error = getattr(exc, "orig", None) or exc
+    if getattr(driver_error, "sqlstate", None) == _PG_STORAGE_FULL:
+        return True
+    module = type(driver_error).__module__.split(".")[0]
+    args = getattr(driver_error, "args", ())
+    if module == "pymysql" and args and args[0] in _MYSQL_STORAGE_FULL:
+        return True
+    code = getattr(driver_error, "sqlite_errorcode", None)
+    if module == "sqlite3" and isinstance(code, int) and code & 0xFF == _SQLITE_FULL:
+        return True
+    text = str(exc).lower()
+    return any(words in text for words in _STORAGE_FULL_WORDS)
 
 
 def raced(exc: BaseException) -> bool:

@@ -160,17 +160,25 @@ def offset_stats(target: str, base_dir: Path, table: str) -> dict[int, tuple[int
     }
 
 
-def checkpoints(target: str, base_dir: Path, pipeline: str, topic: str) -> dict[int, int]:
+def checkpoints(
+    target: str, base_dir: Path, pipeline: str, topic: str, table: str | None = None
+) -> dict[int, int]:
+    """``partition -> next offset`` stored for a pipeline and topic: for ``table`` (its display
+    name, ``schema.table``) when given, else for whichever table the pipeline loads (the
+    tests that leave it out use one table per pipeline)."""
     t = sa.table(
         "_kafka_etl_checkpoints",
         sa.column("pipeline"),
         sa.column("topic"),
+        sa.column("table_name"),
         sa.column("partition"),
         sa.column("next_offset"),
     )
     query = sa.select(t.c.partition, t.c.next_offset).where(
         t.c.pipeline == pipeline, t.c.topic == topic
     )
+    if table is not None:
+        query = query.where(t.c.table_name == table)
     return {int(p): int(o) for p, o in _rows(target, base_dir, query)}
 
 

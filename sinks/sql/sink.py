@@ -17,6 +17,7 @@ connection and transaction that applied it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,7 +28,14 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 
 from connector.batch import Batch
-from kafka_etl.errors import CheckpointConflictError, ConfigError, classify, raced, redact
+from kafka_etl.errors import (
+    CheckpointConflictError,
+    ConfigError,
+    TerminalError,
+    classify,
+    raced,
+    redact,
+)
 from kafka_etl.extras import extra_for, missing_extra_message
 from sinks.base import (
     ClosesOnExit,
@@ -36,6 +44,7 @@ from sinks.base import (
     WriteResult,
     WriteTurn,
     describe_ranges,
+    dropped_table_message,
 )
 from sinks.changes import Changes, reduce_batch
 from sinks.schema import SchemaPlan, plan_schema
@@ -94,11 +103,12 @@ class SqlSink(ClosesOnExit):
             self._history = SchemaHistory(history_table(spec, dialect), spec)
             with self._engine.begin() as conn, tables.creating(conn, "bookkeeping tables"):
                 tables.ensure_schema(conn, spec)
-                self._checkpoints.table.create(conn, checkfirst=True)
+                self._checkpoints.ensure(conn)
                 self._history.table.create(conn, checkfirst=True)
             self._table, self._schema = self._reflect()
         except BaseException as exc:
-            self.close()
+            with contextlib.suppress(Exception):  # the failure to open is the one to report
+                self.close()
             if isinstance(exc, Exception):
                 raise classify(exc, self.where) from exc
             raise
@@ -112,10 +122,16 @@ class SqlSink(ClosesOnExit):
         try:
             with self._engine.connect() as conn:
                 checkpoints = self._checkpoints.read(conn)
-                self._known_partitions.update(checkpoints)
-                return checkpoints
+                if checkpoints and self._table is None:
+                    self._table, self._schema = self._reflect(conn)
+                dropped = bool(checkpoints) and self._table is None
+                dropped = dropped and self._history.created(conn)
         except Exception as exc:
             raise classify(exc, self.where) from exc
+        if dropped:
+            raise TerminalError(dropped_table_message(self.spec, self.where, checkpoints))
+        self._known_partitions.update(checkpoints)
+        return checkpoints
 
     def table_schema(self) -> pa.Schema | None:
         return self._schema
@@ -166,7 +182,7 @@ class SqlSink(ClosesOnExit):
             except Exception:  # the database is gone; the original error says why
                 self._table = self._schema = None
             if isinstance(exc, Exception):
-                raise classify(exc, self.where) from exc
+                raise classify(exc, self.where, work="this batch") from exc
             raise
 
     def read_dead_letters(self, limit: int | None = None) -> pa.Table:
@@ -358,6 +374,8 @@ class SqlSink(ClosesOnExit):
         deleted = 0
         try:
             with self._engine.begin() as conn:
+                if self._table is None:
+                    self._history.forget(conn)  # a dropped table's columns are gone with it
                 for partition, offset in sorted(offsets.items()):
                     if self._table is not None and self.spec.mode == "append":
                         c = self._table.c
@@ -372,7 +390,7 @@ class SqlSink(ClosesOnExit):
                     self._dlq.delete_from(conn, partition, offset)
                     self._checkpoints.set(conn, partition, offset)
         except Exception as exc:
-            raise classify(exc, self.where) from exc
+            raise classify(exc, self.where, work="this reset") from exc
         return deleted
 
     # -- lifecycle -------------------------------------------------------------------------
