@@ -11,7 +11,6 @@ the success path logs in with them.
 from __future__ import annotations
 
 import base64
-import os
 import subprocess
 import uuid
 import warnings
@@ -74,11 +73,9 @@ class Roles:
 
 
 @pytest.fixture
-def roles() -> Iterator[Roles]:
-    url = os.environ.get("KAFKA_ETL_TEST_POSTGRESQL_URL")
-    if not url:
-        pytest.skip("KAFKA_ETL_TEST_POSTGRESQL_URL is not set")
-    made = Roles(sa.create_engine(url))
+def roles(postgresql_url: str) -> Iterator[Roles]:
+    """Throwaway login roles on the test PostgreSQL (started by the session if need be)."""
+    made = Roles(sa.create_engine(postgresql_url))
     try:
         yield made
     finally:
