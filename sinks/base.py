@@ -170,10 +170,11 @@ class Sink(Protocol):
         first delete rows at those exact offsets. Returns the dead letters removed."""
         ...
 
-    def reset(self, offsets: dict[int, int]) -> int:
+    def reset(self, offsets: dict[int, int], *, dry_run: bool = False) -> int:
         """Move checkpoints to ``offsets`` (any direction); in append mode also delete the
         rows at or after them, in the same transaction, so a reload cannot duplicate; dead
-        letters at or after them are deleted in every mode. Returns the number of rows deleted."""
+        letters at or after them are deleted in every mode. Returns the number of rows deleted.
+        With ``dry_run`` the transaction is rolled back: the count is what a reset would delete."""
         ...
 
     def table_schema(self) -> pa.Schema | None:

@@ -10,6 +10,8 @@ append tables): each batch is collapsed per key (``sinks.changes``), tombstones 
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -59,6 +61,10 @@ MEMORY_LIMIT = "64MB"
 # Another process cannot open a DuckDB file this one writes, but sinks in one process share it:
 # their concurrent CREATE TABLE IF NOT EXISTS would conflict in DuckDB's catalog; they take turns.
 _CREATING = threading.Lock()
+# DuckDB names the process holding a file's lock: "... Conflicting lock is held in X (PID 123)".
+_LOCK_HOLDER = re.compile(r"held in (.*?) ?\(PID (\d+)\)")
+
+log = logging.getLogger(__name__)
 
 
 def connect(
@@ -77,6 +83,7 @@ def connect(
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + lock_timeout
     delay = 0.05
+    waiting = False
     while True:
         try:
             con = duckdb.connect(path, read_only=read_only)
@@ -85,6 +92,15 @@ def connect(
             if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
                 msg = f"duckdb {path}: {str(exc).splitlines()[0]}"
                 raise SinkUnavailableError(msg) from None
+            if not waiting:  # once per wait, not per retry
+                waiting = True
+                holder = _LOCK_HOLDER.search(str(exc))
+                log.warning(
+                    "duckdb %s is locked by %s; waiting up to %gs (lock_timeout)",
+                    path,
+                    _holder(holder) if holder else "another process",
+                    lock_timeout,
+                )
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
     try:
@@ -99,6 +115,11 @@ def connect(
         msg = f"duckdb {path}: setting {name}={value!r}: {str(exc).splitlines()[0]}"
         raise ConfigError(msg) from None
     return con
+
+
+def _holder(found: re.Match[str]) -> str:
+    program, pid = found.groups()
+    return f"process {pid} ({Path(program).name})" if program else f"process {pid}"
 
 
 class DuckDBSink(ClosesOnExit):
@@ -385,7 +406,7 @@ class DuckDBSink(ClosesOnExit):
             " pipeline?); nothing from this batch was committed"
         )
 
-    def reset(self, offsets: dict[int, int]) -> int:
+    def reset(self, offsets: dict[int, int], *, dry_run: bool = False) -> int:
         con = self._con
         deleted = 0
         con.begin()
@@ -407,7 +428,10 @@ class DuckDBSink(ClosesOnExit):
                     " updated_at = excluded.updated_at",
                     [self.spec.pipeline, self.spec.topic, partition, offset],
                 )
-            con.commit()
+            if dry_run:
+                con.rollback()
+            else:
+                con.commit()
         except Exception as exc:
             con.rollback()
             raise classify(exc, f"duckdb {self.path}") from exc
