@@ -128,14 +128,20 @@ def usage(exc: Any) -> int:
     return code
 
 
+# kafka-etl's own loggers whose warnings a user should see (a skipped gap, a wait for a locked
+# DuckDB file). Not ``kafka_etl.librdkafka``: librdkafka's lines stay off stderr unless asked for.
+_SHOWN_LOGGERS = ("connector", "pipelines", "sinks")
+
+
 def configure_logging() -> None:
-    """Warnings and notices of the library (a skipped gap, a wait for a locked DuckDB file)
-    as single lines on stderr."""
+    """Warnings of kafka-etl's own modules as single ``kafka-etl: ...`` lines on stderr. Quiet
+    once the root logger is configured (verbose logging), which then shows them itself."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.WARNING)
+    handler.addFilter(lambda record: not logging.getLogger().handlers)
+    handler.setLevel(logging.WARNING)
+    for name in _SHOWN_LOGGERS:
+        logging.getLogger(name).addHandler(handler)
 
 
 def run_cli(app: typer.Typer, argv: list[str] | None) -> int:

@@ -80,7 +80,11 @@ def connect(
     query string of the target URL; they are applied after kafka-etl's own defaults.
     """
     if path != ":memory:" and not read_only:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            msg = f"duckdb {path}: cannot create its folder ({exc.strerror or exc})"
+            raise ConfigError(msg) from None
     deadline = time.monotonic() + lock_timeout
     delay = 0.05
     waiting = False
