@@ -97,7 +97,13 @@ def interrupted(exc: KeyboardInterrupt) -> int:
     cause = exc.cause if isinstance(exc, RunInterrupted) else exc
     signum = cause.signum if isinstance(cause, Stopped) else signal.SIGINT
     name = signal.Signals(signum).name
-    if isinstance(exc, RunInterrupted):
+    if isinstance(exc, RunInterrupted) and exc.replay:
+        error(
+            f"pipeline {exc.pipeline!r}: backfill interrupted by {name}: {exc.rows:,} rows"
+            f" replayed in {exc.batches:,} batches, the batch in flight was not committed;"
+            " the checkpoints did not move, run the same backfill again to finish it"
+        )
+    elif isinstance(exc, RunInterrupted):
         error(
             f"pipeline {exc.pipeline!r}: interrupted by {name}: {exc.rows:,} rows committed in"
             f" {exc.batches:,} batches; the batch in flight was not committed and the next run"

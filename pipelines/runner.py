@@ -57,7 +57,7 @@ class RunInterrupted(KeyboardInterrupt):
     """A load stopped by a KeyboardInterrupt (or a subclass, such as the CLI's SIGTERM) after
     the writes in flight ended. It is still a KeyboardInterrupt for callers that only know
     that one; ``rows``, ``batches`` and ``committed`` (``partition -> next offset``) are exactly
-    what committed before it, ``cause`` is the interrupt itself."""
+    what committed before it, ``cause`` is the interrupt itself; ``replay`` for a backfill."""
 
     def __init__(
         self,
@@ -66,9 +66,11 @@ class RunInterrupted(KeyboardInterrupt):
         rows: int,
         batches: int,
         committed: dict[int, int],
+        replay: bool = False,
     ) -> None:
         super().__init__(f"pipeline {pipeline!r} interrupted")
         self.pipeline = pipeline
+        self.replay = replay
         self.cause = cause
         self.rows = rows
         self.batches = batches
@@ -387,7 +389,7 @@ def _load(
                 _drain(in_flight, committed)
     except KeyboardInterrupt as exc:
         raise RunInterrupted(
-            pipeline.name, exc, tally.rows, tally.batches, tally.next_offsets
+            pipeline.name, exc, tally.rows, tally.batches, tally.next_offsets, replay
         ) from exc
     after = watermarks(consumer, pipeline.topic, sorted(plan.end), timeout=10.0)
     checkpoints = sink.read_checkpoints()

@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 from confluent_kafka.admin import AdminClient
 
+from tests.fixtures.databases import sinks
 from tests.fixtures.kafka import Produce, TopicFactory
 from tests.helpers import checkpoints, cli, events, table_offsets, write_pipelines
 
@@ -206,3 +207,34 @@ def test_waiting_for_a_locked_duckdb_file_says_who_holds_it_once(
     assert lines[0].endswith("waiting up to 3s (lock_timeout)"), lines[0]
     assert lines[1].startswith(f"kafka-etl: error: duckdb {path}: "), lines[1]
     assert cli(config, "run", "ev").returncode == 0
+
+
+@sinks("duckdb", "postgresql", "mariadb", "sqlite")
+def test_a_dry_run_counts_in_a_transaction_it_rolls_back(
+    sink_url: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    produce: Produce,
+) -> None:
+    topic = topic_factory(2)
+    produce(topic, events(0, 40), partition=0)
+    produce(topic, events(40, 10), partition=1)
+    config = write_pipelines(
+        tmp_path, kafka_bootstrap, {"ev": {"topic": topic, "target": sink_url, "table": "ev"}}
+    )
+    assert cli(config, "run", "ev").returncode == 0
+
+    dry = cli(config, "reset", "ev", "--to", "earliest", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "partition 0: 40 -> 0, 40 rows to delete" in dry.stdout, dry.stdout
+    assert "partition 1: 10 -> 0, 10 rows to delete" in dry.stdout, dry.stdout
+    assert checkpoints(sink_url, tmp_path, "ev", topic) == {0: 40, 1: 10}
+    assert len(table_offsets(sink_url, tmp_path, "ev")) == 50
+
+    moved = cli(config, "reset", "ev", "--partition", "0", "--to-offset", "30", "--yes")
+    assert moved.returncode == 0, moved.stderr
+    assert "checkpoints set to 0@30; 10 rows deleted" in moved.stdout
+    assert checkpoints(sink_url, tmp_path, "ev", topic) == {0: 30, 1: 10}
+    assert cli(config, "run", "ev").returncode == 0
+    assert len(table_offsets(sink_url, tmp_path, "ev")) == 50
