@@ -158,7 +158,8 @@ class _Tally:
 
     @property
     def offsets_done(self) -> int:
-        return sum(r.size for r in self.loaded.values())
+        with self.lock:  # a writer thread may be adding a partition meanwhile
+            return sum(r.size for r in self.loaded.values())
 
 
 def table_spec(pipeline: Pipeline) -> TableSpec:
