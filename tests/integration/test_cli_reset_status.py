@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import duckdb
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tests.fixtures.databases import sinks
@@ -107,6 +108,19 @@ def test_a_reset_that_deletes_rows_is_shown_asked_and_refused_without_yes(
     assert "400 rows deleted" in forced.stdout
     assert cli(config, "run", "ev").returncode == 0
     assert len(table_offsets(TARGET, tmp_path, "ev")) == 600
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for future in admin.delete_records([TopicPartition(topic, 0, 120)]).values():
+        future.result(timeout=30)  # retention, as it were: partition 0 now starts at 120
+    for args, says in [
+        (("--partition", "0", "--to-offset", "50"), f"{topic}/0: offset 50 is below the log start"),
+        (("--partition", "1", "--to-offset", "301"), f"{topic}/1: offset 301 is beyond the end"),
+        (("--partition", "2", "--to-offset", "0"), f"topic '{topic}' has no partition 2"),
+    ]:
+        out_of_range = cli(config, "reset", "ev", *args, "--yes")
+        assert out_of_range.returncode == 1, out_of_range.stderr
+        assert out_of_range.stderr.count("\n") == 1 and says in out_of_range.stderr, args
+    assert checkpoints(TARGET, tmp_path, "ev", topic) == {0: 300, 1: 300}
 
 
 def _on_a_terminal(config: Path, answer: str, *args: str) -> subprocess.CompletedProcess[str]:
