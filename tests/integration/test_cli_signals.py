@@ -117,11 +117,53 @@ def test_sigterm_mid_backfill_leaves_the_checkpoints_and_a_rerun_finishes_it(
     assert table_offsets(sink_url, tmp_path, "ev") == expected_offsets({0: 200_000})
 
 
+@sinks("duckdb")
+def test_a_second_signal_exits_at_once_and_still_commits_nothing_by_half(
+    sink_url: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    produce: Produce,
+) -> None:
+    topic = topic_factory(2)
+    produce(topic, events(0, BACKLOG))
+    config = write_pipelines(
+        tmp_path,
+        kafka_bootstrap,
+        {"ev": {"topic": topic, "target": sink_url, "table": "ev", "batch_max_rows": 5000}},
+    )
+    with group_position(kafka_bootstrap, "ev", topic, 2) as loaded:
+
+        def committed_some() -> bool:
+            try:
+                return loaded() > 0
+            except KafkaException:
+                return False
+
+        code, stderr, _ = _signal_when(
+            config, ("run", "ev"), signal.SIGINT, committed_some, twice=True
+        )
+    assert code == 130, (code, stderr)
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 2, stderr  # the second may come after the first one's line
+    assert all(line.startswith("kafka-etl: error: ") for line in lines), stderr
+    assert_rows_match_checkpoints(sink_url, tmp_path, "ev", "ev", topic)
+    assert cli(config, "run", "ev").returncode == 0
+    high = high_watermarks(kafka_bootstrap, topic, 2)
+    assert table_offsets(sink_url, tmp_path, "ev") == expected_offsets(high)
+
+
 def _signal_when(
-    config: Path, args: tuple[str, ...], sig: signal.Signals, ready: Callable[[], bool]
+    config: Path,
+    args: tuple[str, ...],
+    sig: signal.Signals,
+    ready: Callable[[], bool],
+    *,
+    twice: bool = False,
 ) -> tuple[int, str, float]:
-    """Start the CLI, send ``sig`` once ``ready()``; its exit code, stderr and how long it
-    took to end after the signal."""
+    """Start the CLI, send ``sig`` (``twice``: and again 50 ms later) once ``ready()``; its
+    exit code, stderr and how long it took to end after the signal."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "-c", str(config), *args],
         stdout=subprocess.DEVNULL,
@@ -136,6 +178,10 @@ def _signal_when(
         assert ready(), "the command made no progress within 120 s"
         proc.send_signal(sig)
         signalled = time.monotonic()
+        if twice:
+            time.sleep(0.05)
+            if proc.poll() is None:
+                proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
         return proc.returncode, stderr, time.monotonic() - signalled
     finally:
