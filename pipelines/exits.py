@@ -88,8 +88,9 @@ def stop_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        for s, old in previous.items():
-            signal.signal(s, old)
+        if not stopping:  # once stopped, a later signal still means "now", up to the exit
+            for s, old in previous.items():
+                signal.signal(s, old)
 
 
 def interrupted(exc: KeyboardInterrupt) -> int:
