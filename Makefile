@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test install system-deps services kafka ui lint bench clean
+.PHONY: demo test test-lowest install system-deps services kafka ui lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,34 @@ test: install services
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
+# The lowest versions pyproject.toml allows (uv --resolution lowest-direct: each direct
+# dependency at its floor) run the unit tests, a JSON -> DuckDB load through the CLI and the
+# quick sink tests on DuckDB, PostgreSQL, MariaDB and SQLite; a core-only `pip install .` (no
+# extras) must do the same CLI load and import no Dagster.
+# uv comes from PyPI into its own venv. A few minutes; bounded by TEST_LOWEST_TIMEOUT seconds.
+UV := .local/venv-uv/bin/uv
+LOWEST := .local/venv-lowest
+CORE := .local/venv-core
+TEST_LOWEST_TIMEOUT ?= 900
+
+test-lowest: export UV_PYTHON_DOWNLOADS = never
+test-lowest: services
+	@test -x $(UV) || { $(PYTHON) -m venv .local/venv-uv && \
+	  .local/venv-uv/bin/python -m pip install -q uv; }
+	rm -rf $(LOWEST) $(CORE)
+	$(UV) venv -q -p $(PYTHON) $(LOWEST)
+	timeout 600 $(UV) pip install -q -p $(LOWEST)/bin/python --resolution lowest-direct \
+	  -e '.[postgres,mysql,protobuf]'
+	timeout 300 $(UV) pip install -q -p $(LOWEST)/bin/python pytest pytest-timeout hypothesis
+	@echo "lowest versions:"; $(UV) pip freeze -p $(LOWEST)/bin/python | tr '\n' ' '; echo
+	$(UV) venv -q -p $(PYTHON) $(CORE)
+	@# setuptools builds in the tree: a stale build/ could ship files the tree no longer has.
+	rm -rf build
+	timeout 600 $(UV) pip install -q -p $(CORE)/bin/python .
+	KAFKA_ETL_INSTALLED_PYTHONS=$(CURDIR)/$(LOWEST)/bin/python:$(CURDIR)/$(CORE)/bin/python \
+	  timeout $(TEST_LOWEST_TIMEOUT) $(LOWEST)/bin/python -m pytest -p no:cacheprovider \
+	  -m 'not slow' tests/unit tests/install tests/integration/test_sinks.py
+
 ui: install
 	scripts/ui
 
@@ -58,4 +86,7 @@ bench: install
 clean:
 	-scripts/local-kafka stop
 	-scripts/local-db stop
+	@# Servers relocated out of a private clone (see scripts/local-db) keep their files there.
+	@for f in .local/db/*.dir; do [ -f "$$f" ] || continue; d="$$(cat "$$f")"; \
+	  rm -rf -- "$$d"; rmdir -- "$$(dirname "$$d")" 2>/dev/null; done; true
 	rm -rf .local

@@ -44,6 +44,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from connector.batch import OffsetRange
 from connector.formats import build_decoder
+from connector.librdkafka import logged
 from connector.reader import RawBatch
 from pipelines.config import load_project
 from pipelines.runner import run_pipeline
@@ -165,12 +166,12 @@ def registry() -> tuple[str, Callable[[], None]]:
 
 def produce(servers: str, values: list[bytes]) -> str:
     topic = f"bench-formats-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": servers})
+    admin = AdminClient(logged({"bootstrap.servers": servers}))
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(timeout=30)
-    producer = Producer(
+    producer = Producer(logged(
         {"bootstrap.servers": servers, "linger.ms": 50, "batch.size": 1_000_000,
          "queue.buffering.max.messages": 2_000_000, "compression.type": "lz4"}
-    )  # fmt: skip
+    ))  # fmt: skip
     for i, value in enumerate(values):
         while True:
             try:

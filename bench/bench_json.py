@@ -30,6 +30,7 @@ from common import PARTITIONS, REPO, bootstrap, make_topic
 from confluent_kafka import Consumer, TopicPartition
 
 from connector.client import DEFAULT_SETTINGS
+from connector.librdkafka import logged
 
 
 def event(i: int) -> bytes:
@@ -54,7 +55,7 @@ def raw_consume(servers: str, topic: str, count: int, tuned: bool) -> float:
         "group.id": f"bench-{uuid.uuid4().hex}",
         "enable.auto.commit": False,
     }
-    consumer = Consumer(settings)
+    consumer = Consumer(logged(settings))
     consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
     seen = 0
     started = time.perf_counter()
@@ -113,11 +114,13 @@ def seed_loop(servers: str, topic: str, count: int, workdir: Path) -> float:
         ' ts VARCHAR, amount DOUBLE, partition INTEGER, "offset" BIGINT)'
     )
     consumer = Consumer(
-        {
-            "bootstrap.servers": servers,
-            "group.id": f"seed-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }
+        logged(
+            {
+                "bootstrap.servers": servers,
+                "group.id": f"seed-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+            }
+        )
     )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
     done = 0

@@ -37,6 +37,8 @@ from common import PARTITIONS, REPO, bootstrap, make_topic
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy.engine import make_url
 
+from connector.librdkafka import logged
+
 
 def server_url() -> str:
     if env := os.environ.get("KAFKA_ETL_BENCH_POSTGRESQL_URL"):
@@ -135,11 +137,13 @@ def naive_loop(servers: str, topic: str, count: int, url: sa.URL) -> float:
             ' "offset" BIGINT)'
         )
         consumer = Consumer(
-            {
-                "bootstrap.servers": servers,
-                "group.id": f"naive-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-            }
+            logged(
+                {
+                    "bootstrap.servers": servers,
+                    "group.id": f"naive-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                }
+            )
         )
         consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
         done = 0

@@ -11,6 +11,8 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from connector.librdkafka import logged
+
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 3
 
@@ -28,16 +30,18 @@ def bootstrap() -> str:
 def make_topic(servers: str, count: int, event: Callable[[int], bytes], prefix: str) -> str:
     """A new topic holding ``event(0) … event(count - 1)``, keyed over 50,000 keys."""
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": servers})
+    admin = AdminClient(logged({"bootstrap.servers": servers}))
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(timeout=30)
     producer = Producer(
-        {
-            "bootstrap.servers": servers,
-            "linger.ms": 50,
-            "batch.size": 1_000_000,
-            "queue.buffering.max.messages": 2_000_000,
-            "compression.type": "lz4",
-        }
+        logged(
+            {
+                "bootstrap.servers": servers,
+                "linger.ms": 50,
+                "batch.size": 1_000_000,
+                "queue.buffering.max.messages": 2_000_000,
+                "compression.type": "lz4",
+            }
+        )
     )
     for i in range(count):
         while True:

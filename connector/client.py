@@ -3,25 +3,72 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from connector.batch import Gap
-from kafka_etl.errors import DataLossError, KafkaEtlError, TerminalError, classify
+from connector.librdkafka import EventedConsumer, given_up
+from kafka_etl.errors import (
+    DataLossError,
+    KafkaCause,
+    KafkaEtlError,
+    SourceUnavailableError,
+    TerminalError,
+    classify,
+)
 
 log = logging.getLogger(__name__)
 
 Settings = Mapping[str, str | int | float | bool]
 
+# Look-ups at the start of a run (topic metadata, watermarks) retry transient errors for up to
+# this many seconds in all: a partition leader that just died is replaced within seconds, and a
+# cluster that stays unreachable for this long ends the run (exit 75) instead of hanging it.
+LOOKUP_DEADLINE = 30.0
+_ATTEMPT_TIMEOUT = 10.0  # one look-up attempt; librdkafka waits it out when nothing answers
+_RETRY_PAUSE = 0.5
+# close() delivers the group commits still in flight, so lag tools see the last batch; with the
+# coordinator unreachable librdkafka retries them without end, so a close is given this long.
+CLOSE_TIMEOUT = 10.0
+
+
+def _log_commit(error: KafkaError | None, offsets: list[TopicPartition]) -> None:
+    """``on_commit``: the group's offsets are informational, so a failed commit only warns,
+    once for a run of failures with the same cause (every batch fails alike while the group's
+    coordinator is unreachable)."""
+    failed = [tp for tp in offsets if tp.error is not None]
+    if error is None and not failed:
+        _commit_failure.clear()
+        return
+    first = error if error is not None else failed[0].error
+    reason = first.str() if first is not None else "unknown"
+    if _commit_failure == [reason]:
+        return
+    _commit_failure[:] = [reason]
+    where = ", ".join(f"{tp.topic}/{tp.partition}@{tp.offset}" for tp in offsets)
+    log.warning(
+        "could not record progress in consumer group (informational only; %s): %s", where, reason
+    )
+
+
+_commit_failure: list[str] = []  # the cause of the failures ``_log_commit`` last reported
+
+
 # Settings the runner owns. Offsets come from the sink's checkpoint table, never from the group.
-MANAGED_SETTINGS: dict[str, str | int | float | bool] = {
+MANAGED_SETTINGS: dict[str, str | int | float | bool | Callable[..., None]] = {
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
     "auto.offset.reset": "error",  # an offset out of range is reported, never silently moved
     "enable.partition.eof": True,
+    "on_commit": _log_commit,  # group commits are asynchronous (``commit_group_offsets``)
 }
 DEFAULT_SETTINGS: dict[str, str | int | float | bool] = {
     "queued.max.messages.kbytes": 8192,  # bounds prefetch memory regardless of backlog
@@ -31,14 +78,22 @@ DEFAULT_SETTINGS: dict[str, str | int | float | bool] = {
     "fetch.queue.backoff.ms": 20,
     "socket.timeout.ms": 10000,
     "isolation.level": "read_committed",
+    # close() waits this long for a group coordinator it never found (librdkafka's default is
+    # 45 s). The group is never joined (partitions are assigned), so it bounds nothing else.
+    "session.timeout.ms": 6000,
 }
 
 
 def make_consumer(settings: Settings, group_id: str) -> Consumer:
-    """A consumer for explicit assignment: no rebalancing, no automatic commits."""
+    """A consumer for explicit assignment: no rebalancing, no automatic commits.
+
+    librdkafka's log goes to the ``kafka_etl.librdkafka`` logger, and a failed look-up names
+    the cause librdkafka reported (a refused login, an untrusted certificate): see
+    connector/librdkafka.py.
+    """
     config = {**DEFAULT_SETTINGS, "group.id": group_id, **settings, **MANAGED_SETTINGS}
     try:
-        return Consumer(config)
+        return EventedConsumer(config)
     except KafkaException as exc:
         raise classify(exc, "kafka configuration") from None
 
@@ -67,11 +122,34 @@ class ReadPlan:
         return sum(self.lag.values())
 
 
+T = TypeVar("T")
+
+
+def _retrying(what: str, timeout: float, attempt: Callable[[float], T]) -> T:
+    """``attempt(seconds)`` until it succeeds, a terminal error, or ``timeout`` s in all (a
+    cluster nobody listens at is given up on sooner: ``librdkafka.given_up``)."""
+    began = time.monotonic()
+    deadline = began + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return attempt(max(min(left, _ATTEMPT_TIMEOUT), 0.1))
+        except KafkaException as exc:
+            error = classify(exc, what)
+            cause = getattr(exc, "cause", None)
+        if not error.transient or deadline - time.monotonic() < _RETRY_PAUSE:
+            raise error
+        if given_up(cause if isinstance(cause, KafkaCause) else None, began):
+            raise error
+        log.debug("%s; retrying", error)
+        time.sleep(_RETRY_PAUSE)
+
+
 def partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-    except KafkaException as exc:
-        raise classify(exc, f"kafka topic {topic}") from None
+    """The topic's partitions; transient errors are retried for up to ``timeout`` s in all."""
+    metadata = _retrying(
+        f"kafka topic {topic}", timeout, lambda t: consumer.list_topics(topic, timeout=t)
+    )
     described = metadata.topics.get(topic)
     if described is None or described.error is not None or not described.partitions:
         reason = described.error.str() if described is not None and described.error else "unknown"
@@ -83,16 +161,28 @@ def partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
 def watermarks(
     consumer: Consumer, topic: str, parts: list[int], timeout: float
 ) -> dict[int, tuple[int, int]]:
-    """``partition -> (log start, high watermark)`` read fresh from the brokers."""
+    """``partition -> (log start, high watermark)`` read fresh from the brokers, retrying
+    transient errors (a leader moving) for up to ``timeout`` s for all partitions together."""
+    deadline = time.monotonic() + timeout
     result = {}
     for p in parts:
-        try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=timeout, cached=False
-            )
-        except KafkaException as exc:
-            raise classify(exc, f"kafka {topic}/{p}") from None
-        result[p] = (low, high)
+        tp = TopicPartition(topic, p)
+
+        def attempt(seconds: float, tp: TopicPartition = tp) -> tuple[int, int]:
+            try:
+                low, high = consumer.get_watermark_offsets(tp, timeout=seconds, cached=False)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if isinstance(error, KafkaError) and error.code() == KafkaError._UNKNOWN_PARTITION:
+                    # The topic's metadata listed it: what is unknown is its leader, for now.
+                    reason = f"{error.str()} (no leader known)"
+                    raise KafkaException(
+                        KafkaError(KafkaError.LEADER_NOT_AVAILABLE, reason)
+                    ) from None
+                raise
+            return int(low), int(high)
+
+        result[p] = _retrying(f"kafka {topic}/{p}", max(deadline - time.monotonic(), 0.1), attempt)
     return result
 
 
@@ -103,16 +193,18 @@ def plan_read(
     *,
     start: str = "earliest",
     on_data_loss: str = "fail",
-    timeout: float = 10.0,
+    timeout: float = LOOKUP_DEADLINE,
 ) -> ReadPlan:
     """Fix the range of a run: from each checkpoint to each high watermark taken now.
 
     Partitions without a checkpoint start at the log start, or at the end for ``start: latest``
     when the pipeline has never committed anything. Partitions added to the topic later always
-    start at the earliest offset, so their first messages are never skipped.
+    start at the earliest offset, so their first messages are never skipped. The look-ups
+    retry transient errors for ``timeout`` s in all.
     """
+    deadline = time.monotonic() + timeout
     parts = partitions(consumer, topic, timeout)
-    marks = watermarks(consumer, topic, parts, timeout)
+    marks = watermarks(consumer, topic, parts, max(deadline - time.monotonic(), 0.1))
     begin: dict[int, int] = {}
     gaps: list[Gap] = []
     for p in parts:
@@ -156,21 +248,90 @@ def offsets_for_time(
     parts = partitions(consumer, topic, timeout)
     millis = int(when.timestamp() * 1000)
     query = [TopicPartition(topic, p, millis) for p in parts]
-    try:
-        found = consumer.offsets_for_times(query, timeout=timeout)
-    except KafkaException as exc:
-        raise classify(exc, f"kafka topic {topic}") from None
+    found = _retrying(
+        f"kafka topic {topic}", timeout, lambda t: consumer.offsets_for_times(query, timeout=t)
+    )
     marks = watermarks(consumer, topic, parts, timeout)
     return {tp.partition: (tp.offset if tp.offset >= 0 else marks[tp.partition][1]) for tp in found}
 
 
 def commit_group_offsets(consumer: Consumer, topic: str, offsets: Mapping[int, int]) -> None:
-    """Tell the consumer group where the sink is, for standard lag tools. Informational only."""
+    """Tell the consumer group where the sink is, for standard lag tools. Informational only:
+    asynchronous, so an unreachable coordinator never blocks a load; failures are logged by
+    ``on_commit`` when ``consume()`` or ``close()`` serves the result."""
     if not offsets:
         return
     try:
         consumer.commit(
-            offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=False
+            offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()], asynchronous=True
         )
     except (KafkaException, KafkaEtlError) as exc:
         log.warning("could not record progress in consumer group (informational only): %s", exc)
+
+
+def close_consumer(consumer: Consumer, timeout: float = CLOSE_TIMEOUT) -> None:
+    """``consumer.close()``, abandoned after ``timeout`` s: it waits for the informational group
+    commits in flight, which never end while the coordinator is unreachable. The abandoned
+    close goes on in a daemon thread (the handle is freed if it ever returns, or at exit)."""
+    closer = threading.Thread(target=consumer.close, name="kafka-etl-close", daemon=True)
+    closer.start()
+    closer.join(timeout)
+    if closer.is_alive():
+        log.info(
+            "kafka consumer did not close within %.0fs (the group's informational offsets may"
+            " lag behind the checkpoint); leaving it",
+            timeout,
+        )
+
+
+def explain_unreachable(error: SourceUnavailableError, settings: Settings) -> KafkaEtlError:
+    """``error``, reworded as "cannot reach Kafka at HOST:PORT: REASON (...)" when no bootstrap
+    address accepts a TCP connection: the cause a user can act on, which librdkafka's own
+    errors ("Local: Broker transport failure") do not name."""
+    if "cannot reach Kafka" in str(error):  # librdkafka's own events said so already
+        return error
+    servers = str(settings.get("bootstrap.servers", ""))
+    reasons = []
+    for address in filter(None, (a.strip() for a in servers.split(","))):
+        reason = _tcp_reason(address)
+        if reason is None:
+            return error  # a broker is listening: the original error says more
+        reasons.append(reason)
+    if not reasons:
+        return error
+    reason = (
+        reasons[0]
+        if len(set(reasons)) == 1
+        else "; ".join(
+            f"{a.strip()}: {r}" for a, r in zip(servers.split(","), reasons, strict=False)
+        )
+    )
+    return SourceUnavailableError(f"cannot reach Kafka at {servers}: {reason} ({plain(error)})")
+
+
+_KAFKA_ERROR_REPR = re.compile(r'KafkaError\{code=\w+,val=-?\d+,str="(.*)"\}')
+
+
+def plain(error: BaseException) -> str:
+    """An error's message with librdkafka's ``KafkaError{code=…,str="…"}`` reduced to its text."""
+    return _KAFKA_ERROR_REPR.sub(r"\1", str(error))
+
+
+def _tcp_reason(address: str, timeout: float = 2.0) -> str | None:
+    """Why ``host:port`` takes no TCP connection, or None if it does."""
+    hostport = address.rsplit("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return None
+    except ValueError:
+        return None  # not host:port; leave it to librdkafka's message
+    except socket.gaierror as exc:
+        return f"cannot resolve {host} ({exc.strerror})"
+    except TimeoutError:
+        return f"no answer within {timeout:.0f}s"
+    except ConnectionRefusedError:
+        return "connection refused"
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from connector.client import Settings, make_consumer, partitions, watermarks
+from connector.client import Settings, close_consumer, make_consumer, partitions, watermarks
 from kafka_etl.errors import classify
 
 
@@ -65,7 +65,7 @@ def group_lag(
         except KafkaException as exc:
             raise classify(exc, f"kafka group {group_id}") from None
     finally:
-        consumer.close()
+        close_consumer(consumer)
     positions = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
     return [PartitionLag(p, positions.get(p), *marks[p]) for p in parts]
 

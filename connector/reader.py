@@ -4,6 +4,11 @@ Messages are pulled with ``consume()`` in chunks and turned into columns right a
 pass per attribute, no per-message Python logic), then grouped into micro-batches bounded by rows
 and bytes, so memory does not grow with the backlog. A partition that reaches its end is paused,
 so a producer writing throughout the run cannot keep it alive.
+
+A read never waits for ever: when no message arrives for ``probe_after`` seconds, the reader
+asks the cluster for the topic's metadata; a cluster that stays unreachable for
+``unreachable_timeout`` seconds ends the read with ``SourceUnavailableError``, and one that
+answers but sends nothing for ``idle_timeout`` seconds ends it too.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class BoundedReader:
         max_bytes: int = 64 * 1024 * 1024,
         chunk: int = 10_000,
         idle_timeout: float = 60.0,
+        unreachable_timeout: float = 20.0,
+        probe_after: float = 5.0,
         include_headers: bool = False,
     ) -> None:
         self._consumer = consumer
@@ -75,6 +82,8 @@ class BoundedReader:
         self._max_bytes = max_bytes
         self._chunk = min(chunk, max_rows)
         self._idle_timeout = idle_timeout
+        self._unreachable_timeout = unreachable_timeout
+        self._probe_after = probe_after
         self._include_headers = include_headers
         self._position = dict(plan.start)  # next offset to read, per partition
         self._committed = {p: plan.committed_from(p) for p in plan.start}  # the CAS base
@@ -110,29 +119,59 @@ class BoundedReader:
         chunks: list[_Chunk] = []
         rows = nbytes = 0
         first = {p: self._committed[p] for p in self._active}
-        last_progress = time.monotonic()
+        last_progress = last_probe = time.monotonic()
+        unreachable_since: float | None = None
         while self._active and rows < self._max_rows and nbytes < self._max_bytes:
             messages = self._consumer.consume(
                 num_messages=min(self._chunk, self._max_rows - rows), timeout=0.5
             )
             if not messages:
-                if time.monotonic() - last_progress > self._idle_timeout:
-                    waiting = ", ".join(
-                        f"{p}@{self._position[p]}<{self._plan.end[p]}" for p in sorted(self._active)
-                    )
+                now = time.monotonic()
+                if now - last_progress > self._idle_timeout:
                     msg = (
                         f"kafka {self._plan.topic}: no data for {self._idle_timeout:.0f}s while"
-                        f" partitions still had offsets to read ({waiting})"
+                        f" partitions still had offsets to read ({self._waiting()})"
                     )
                     raise SourceUnavailableError(msg)
+                if now - last_probe >= self._probe_after:
+                    last_probe = now
+                    if self._cluster_answers():
+                        unreachable_since = None
+                    else:
+                        unreachable_since = unreachable_since or now
+                        if time.monotonic() - unreachable_since > self._unreachable_timeout:
+                            msg = (
+                                f"kafka {self._plan.topic}: no broker answered for"
+                                f" {self._unreachable_timeout:.0f}s while partitions still had"
+                                f" offsets to read ({self._waiting()})"
+                            )
+                            raise SourceUnavailableError(msg)
                 continue
-            last_progress = time.monotonic()
+            last_progress = last_probe = time.monotonic()
+            unreachable_since = None
             chunk = self._columns(messages)
             if chunk is not None and len(chunk.values):
                 chunks.append(chunk)
                 rows += len(chunk.values)
                 nbytes += chunk.nbytes
         return self._assemble(chunks, first)
+
+    def _waiting(self) -> str:
+        return ", ".join(
+            f"{p}@{self._position[p]}<{self._plan.end[p]}" for p in sorted(self._active)
+        )
+
+    def _cluster_answers(self) -> bool:
+        """Does any broker answer a metadata request? librdkafka's ``consume()`` shows no sign
+        of a dead cluster (it retries its connections for ever), so the reader asks."""
+        try:
+            self._consumer.list_topics(self._plan.topic, timeout=self._probe_after)
+        except KafkaException as exc:
+            error = classify(exc, f"kafka {self._plan.topic}")
+            if error.transient:
+                return False
+            raise error from None
+        return True
 
     def _columns(self, messages: list[Message]) -> _Chunk | None:
         errors = [m for m in messages if m.error() is not None]

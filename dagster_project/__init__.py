@@ -6,6 +6,10 @@ pipelines file). The name differs from ``defs`` because ``dagster_project.defs``
 defs folder, a submodule that would shadow a package attribute of that name.
 """
 
+from kafka_etl.extras import require
+
+require("dagster", "dagster", "dagster_project (kafka-etl's Dagster assets)")
+
 from dagster_project.assets import (
     ReplayConfig,
     build_kafka_etl_asset_specs,

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from datetime import datetime
+from typing import Any
 
 from dagster import (
     AssetCheckKey,
@@ -17,6 +20,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     ConfigurableResource,
+    EnvVar,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -29,10 +33,18 @@ from dagster_project import checks
 from dagster_project.metadata import result_metadata
 from dagster_project.translator import META_PIPELINE, PipelineTranslatorData
 from kafka_etl.errors import CheckpointConflictError, KafkaEtlError
+from kafka_etl.secrets import is_secret_name
 from pipelines.config import Project, load_project
 from pipelines.runner import Progress, RunResult, replay_pipeline, run_pipeline
 
 _LOG_EVERY = 5.0  # seconds between progress lines
+# Set while Dagster re-creates the resource from its resolved config (EnvVars read), where a
+# plain secret is expected and no warning is due.
+_RESOLVING: ContextVar[bool] = ContextVar("kafka_etl_resource_resolving", default=False)
+
+
+class LiteralSecretWarning(UserWarning):
+    """A secret was given to the resource as a literal: Dagster shows resource config in its UI."""
 
 
 class KafkaEtlResource(ConfigurableResource):
@@ -61,6 +73,24 @@ class KafkaEtlResource(ConfigurableResource):
         default=10.0, description="Bound on the Kafka look-ups of sensors."
     )
 
+    def __init__(self, **data: Any) -> None:
+        if not _RESOLVING.get():
+            for field in _literal_secrets(data):
+                warnings.warn(
+                    f"KafkaEtlResource: {field} is a literal secret; Dagster shows resource"
+                    f' config in its UI, give it as EnvVar("...") instead',
+                    LiteralSecretWarning,
+                    stacklevel=2,
+                )
+        super().__init__(**data)
+
+    def _with_updated_values(self, values: Mapping[str, Any] | None) -> KafkaEtlResource:
+        token = _RESOLVING.set(True)
+        try:
+            return super()._with_updated_values(values)  # type: ignore[return-value]
+        finally:
+            _RESOLVING.reset(token)
+
     def load_project(self) -> Project:
         """The pipelines file, with this resource's connection settings applied."""
         project = load_project(self.pipelines_file)
@@ -74,7 +104,7 @@ class KafkaEtlResource(ConfigurableResource):
         overrides = {k: v for k, v in named.items() if v} | dict(self.kafka_settings)
         if not overrides:
             return project
-        return project.model_copy(update={"kafka": {**project.kafka, **overrides}})
+        return project.with_kafka(overrides)
 
     def pipeline_data(self, name: str) -> PipelineTranslatorData:
         project = self.load_project()
@@ -180,6 +210,19 @@ class KafkaEtlResource(ConfigurableResource):
             p.consumer_group,
             timeout=self.lookup_timeout_seconds,
         )
+
+
+def _literal_secrets(data: Mapping[str, Any]) -> list[str]:
+    """The resource fields (and ``kafka_settings`` keys) that hold a secret not given as EnvVar."""
+    found = []
+    password = data.get("sasl_password")
+    if password and not isinstance(password, EnvVar):
+        found.append("sasl_password")
+    settings = data.get("kafka_settings") or {}
+    for key, value in settings.items() if isinstance(settings, Mapping) else ():
+        if is_secret_name(key) and value and not isinstance(value, EnvVar):
+            found.append(f"kafka_settings[{key!r}]")
+    return found
 
 
 def _pipelines(context: AssetExecutionContext) -> dict[AssetKey, str]:

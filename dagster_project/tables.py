@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql import Select
 
-from kafka_etl.errors import classify
+from kafka_etl.errors import classify, redact
 from sinks.duckdb.sink import connect as duckdb_connect
 
 _DUCKDB_DIALECT = postgresql.dialect(paramstyle="qmark")
@@ -34,7 +34,7 @@ class TableReader:
     @classmethod
     @contextmanager
     def open(cls, url: URL, *, lock_timeout: float = 60.0) -> Iterator[TableReader]:
-        where = url.render_as_string(hide_password=True)
+        where = redact(url.render_as_string(hide_password=False))
         if url.get_backend_name() == "duckdb":
             con = duckdb_connect(
                 url.database or ":memory:", read_only=True, lock_timeout=lock_timeout

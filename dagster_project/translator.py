@@ -16,7 +16,6 @@ from pathlib import Path
 from dagster import AssetKey, AssetSpec, FreshnessPolicy
 from sqlalchemy.engine import URL
 
-from kafka_etl.errors import ConfigError
 from pipelines.config import Pipeline, Project
 from pipelines.runner import base_dir, table_spec
 from sinks.base import Sink
@@ -29,7 +28,6 @@ META_MODE = "kafka_etl/mode"
 
 _KINDS = {"postgresql": "postgres"}
 _DEFAULT_SCHEMA = {"duckdb": "main", "postgresql": "public", "sqlite": "main"}
-_OWNER = re.compile(r"^(team:\S+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
 
 
 def dagster_name(text: str) -> str:
@@ -47,7 +45,7 @@ class PipelineTranslatorData:
 
     @cached_property
     def url(self) -> URL:
-        return resolve_target(self.pipeline.target, base_dir(self.project))
+        return resolve_target(self.pipeline.target.get_secret_value(), base_dir(self.project))
 
     @property
     def backend(self) -> str:
@@ -87,7 +85,10 @@ class PipelineTranslatorData:
         """The pipeline's sink (checkpoints, table schema, row count), as the runner opens it."""
         p = self.pipeline
         return open_sink(
-            p.target, table_spec(p), base_dir=base_dir(self.project), lock_timeout=p.lock_timeout
+            p.target.get_secret_value(),
+            table_spec(p),
+            base_dir=base_dir(self.project),
+            lock_timeout=p.lock_timeout,
         )
 
 
@@ -113,7 +114,7 @@ class KafkaEtlTranslator:
             description=self.describe(data),
             group_name=dagster_name(data.database) if data.database else "kafka_etl",
             kinds={"kafka", _KINDS.get(data.backend, data.backend), *self.extra_kinds},
-            owners=check_owners(data),
+            owners=list(p.owners),  # checked by the Pipeline model (pipelines/checks.py)
             deps=[topic.key] if topic is not None else [],
             metadata={
                 META_TOPIC: p.topic,
@@ -172,14 +173,3 @@ def freshness_policy(pipeline: Pipeline) -> FreshnessPolicy | None:
     return FreshnessPolicy.time_window(
         fail_window=timedelta(minutes=max(pipeline.max_lag_minutes, 1))
     )
-
-
-def check_owners(data: PipelineTranslatorData) -> list[str]:
-    for owner in data.pipeline.owners:
-        if not _OWNER.match(owner):
-            msg = (
-                f"{data.project.source}: pipeline {data.pipeline.name!r}, field 'owners':"
-                f" {owner!r} is neither an email address nor 'team:<name>'"
-            )
-            raise ConfigError(msg)
-    return list(data.pipeline.owners)

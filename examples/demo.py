@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from rich.console import Console
 from rich.table import Table
 
+from connector.librdkafka import logged
 from pipelines.config import load_project
 from pipelines.runner import run_pipeline
 from sinks.duckdb.sql import quote
@@ -28,12 +29,12 @@ console = Console()
 
 
 def produce_sample_events(bootstrap: str, topic: str, count: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(logged({"bootstrap.servers": bootstrap}))
     if topic not in admin.list_topics(timeout=10).topics:
         admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[
             topic
         ].result(timeout=30)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    producer = Producer(logged({"bootstrap.servers": bootstrap, "linger.ms": 20}))
     rng = random.Random()
     for _ in range(count):
         user = rng.randint(1, 500)

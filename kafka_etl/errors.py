@@ -9,13 +9,18 @@ and nowhere else. Record-level problems are ``RecordError``; infrastructure prob
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
+
+from kafka_etl.secrets import redact as redact  # the one redaction function, also from here
 
 
 class KafkaEtlError(Exception):
-    """Base class; ``str(err)`` is a complete one-line message for users."""
+    """Base class; ``str(err)`` is a complete one-line message for users, secrets masked."""
 
     transient = False
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class TerminalError(KafkaEtlError):
@@ -71,12 +76,29 @@ class SinkUnavailableError(TransientError):
     """The target database could not be reached or is locked by another process."""
 
 
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+class StorageFullError(SinkUnavailableError):
+    """The target ran out of disk space (or quota); the failed transaction committed nothing.
+
+    Transient, like PostgreSQL's own SQLSTATE class 53 (insufficient resources) and SMTP's 452
+    (insufficient system storage): once space is freed, running again loads exactly once,
+    because the rows and their checkpoints were rolled back together.
+    """
 
 
-def redact(text: str) -> str:
-    """Hide passwords embedded in connection URLs (``user:secret@host`` -> ``user:***@host``)."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
+@dataclass(frozen=True, slots=True)
+class KafkaCause:
+    """What librdkafka reported while a call failed, in a sentence (connector/librdkafka.py).
+
+    A failed call says only "Broker transport failure" or "timed out"; the client's recorded
+    events say why (a refused login, an untrusted certificate, a refused connection). It rides
+    on the library's exception as ``exc.cause``; ``terminal`` causes are not worth a retry.
+    """
+
+    message: str
+    terminal: bool
+    #: No broker took a TCP connection at all: retrying beyond a short grace only delays the
+    #: one line a scheduler acts on (exit 75).
+    unreachable: bool = False
 
 
 def first_line(exc: BaseException) -> str:
@@ -85,12 +107,14 @@ def first_line(exc: BaseException) -> str:
     return redact(text[0] if text else type(exc).__name__)
 
 
-def classify(exc: BaseException, where: str) -> KafkaEtlError:
+def classify(exc: BaseException, where: str, *, work: str | None = None) -> KafkaEtlError:
     """Turn any exception raised while talking to Kafka or a database into our taxonomy.
 
-    ``where`` names the side (``"kafka"`` or the redacted target URL) for the message.
-    Unknown exceptions are returned as-is wrapped in nothing: callers re-raise them, because an
-    exception we cannot classify is a bug and deserves its traceback.
+    ``where`` names the side (``"kafka"`` or the redacted target URL) for the message;
+    ``work`` names what the failed transaction held (``"this batch"``), for the messages that
+    can say it committed nothing. Unknown exceptions are returned as-is wrapped in nothing:
+    callers re-raise them, because an exception we cannot classify is a bug and deserves its
+    traceback.
     """
     if isinstance(exc, KafkaEtlError):
         return exc
@@ -98,7 +122,10 @@ def classify(exc: BaseException, where: str) -> KafkaEtlError:
     module = type(exc).__module__.split(".")[0]
     name = type(exc).__name__
     if module == "cimpl" or module == "confluent_kafka":
-        return _classify_kafka(exc, message)
+        return _classify_kafka(exc, where, message)
+    if _storage_full(exc):
+        rolled_back = f"; nothing from {work} was committed" if work else ""
+        return StorageFullError(f"{where}: no space left on device{rolled_back}")
     if module in ("duckdb", "_duckdb"):  # duckdb 2 raises from its C module, _duckdb
         if name in {"IOException", "ConnectionException"} or "lock" in str(exc).lower():
             return SinkUnavailableError(message)
@@ -144,6 +171,31 @@ _MYSQL_TRANSIENT = {1020, 1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 
 _SQLITE_TRANSIENT = {5, 6}
 
 
+# Out of space: PostgreSQL's disk_full; MySQL/MariaDB's "disk full" and "table is full";
+# SQLite's SQLITE_FULL. DuckDB and the rest say it in words (strerror of ENOSPC or EDQUOT).
+_PG_STORAGE_FULL = "53100"
+_MYSQL_STORAGE_FULL = {1021, 1114}
+_SQLITE_FULL = 13
+_STORAGE_FULL_WORDS = ("no space left on device", "disk quota exceeded")
+
+
+def _storage_full(exc: BaseException) -> bool:
+    """Did a database fail because its disk (or the user's quota) is full? DuckDB keeps saying
+    so after a fatal write error: every later call repeats the original error."""
+    driver_error = getattr(exc, "orig", None) or exc
+    if getattr(driver_error, "sqlstate", None) == _PG_STORAGE_FULL:
+        return True
+    module = type(driver_error).__module__.split(".")[0]
+    args = getattr(driver_error, "args", ())
+    if module == "pymysql" and args and args[0] in _MYSQL_STORAGE_FULL:
+        return True
+    code = getattr(driver_error, "sqlite_errorcode", None)
+    if module == "sqlite3" and isinstance(code, int) and code & 0xFF == _SQLITE_FULL:
+        return True
+    text = str(exc).lower()
+    return any(words in text for words in _STORAGE_FULL_WORDS)
+
+
 def raced(exc: BaseException) -> bool:
     """Did a database statement fail on a duplicate key or a deadlock (PostgreSQL)? For an
     append whose checkpoint moves last, either means another writer loaded the same offsets."""
@@ -181,9 +233,13 @@ def _database_transient(driver_error: BaseException) -> bool | None:
     return None
 
 
-def _classify_kafka(exc: BaseException, message: str) -> KafkaEtlError:
+def _classify_kafka(exc: BaseException, where: str, message: str) -> KafkaEtlError:
     args = getattr(exc, "args", ())
     kafka_error = args[0] if args else None
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, KafkaCause) and _generic_kafka_failure(kafka_error):
+        error = TerminalError if cause.terminal else SourceUnavailableError
+        return error(f"{where}: {cause.message}")
     retriable = getattr(kafka_error, "retriable", None)
     if callable(retriable) and retriable():
         return SourceUnavailableError(message)
@@ -191,17 +247,57 @@ def _classify_kafka(exc: BaseException, message: str) -> KafkaEtlError:
     if callable(fatal) and fatal():
         return TerminalError(message)
     code = getattr(kafka_error, "code", None)
-    if callable(code):
-        from confluent_kafka import KafkaError
-
-        transient_codes = {
-            KafkaError._TRANSPORT,
-            KafkaError._ALL_BROKERS_DOWN,
-            KafkaError._TIMED_OUT,
-            KafkaError.REQUEST_TIMED_OUT,
-            KafkaError.LEADER_NOT_AVAILABLE,
-            KafkaError.NOT_LEADER_FOR_PARTITION,
-        }
-        if code() in transient_codes:
-            return SourceUnavailableError(message)
+    if callable(code) and code() in _KAFKA_TRANSIENT_CODES:
+        return SourceUnavailableError(message)
     return TerminalError(message)
+
+
+def _generic_kafka_failure(kafka_error: object) -> bool:
+    """Does this error only say that the brokers could not be talked to, not why?"""
+    code = getattr(kafka_error, "code", None)
+    if not callable(code):
+        return False
+    from confluent_kafka import KafkaError
+
+    return code() in {
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._AUTHENTICATION,
+        KafkaError._SSL,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+    }
+
+
+# librdkafka's local codes (negative) and broker codes that mean "the cluster is unreachable, or
+# a partition's leader or the group's coordinator is moving": a broker died or restarted, and a
+# leader election or a reconnect settles it within seconds. Not every one is ``retriable()``:
+# a look-up sent to a broker that then died fails with ``_DESTROY_BROKER``, which is not.
+_KAFKA_TRANSIENT_CODES = frozenset(
+    {
+        -195,  # _TRANSPORT: the connection broke or was refused
+        -187,  # _ALL_BROKERS_DOWN
+        -185,  # _TIMED_OUT
+        -166,  # _TIMED_OUT_QUEUE
+        -193,  # _RESOLVE: the bootstrap host name did not resolve (DNS may be down)
+        -137,  # _DESTROY_BROKER: the broker handle went away with the request in flight
+        -180,  # _WAIT_COORD: no group coordinator known yet
+        -182,  # _NODE_UPDATE: a broker's address changed
+        -164,  # _WAIT_CACHE: metadata not known yet
+        5,  # LEADER_NOT_AVAILABLE
+        6,  # NOT_LEADER_OR_FOLLOWER
+        7,  # REQUEST_TIMED_OUT
+        8,  # BROKER_NOT_AVAILABLE
+        9,  # REPLICA_NOT_AVAILABLE
+        13,  # NETWORK_EXCEPTION
+        14,  # COORDINATOR_LOAD_IN_PROGRESS
+        15,  # COORDINATOR_NOT_AVAILABLE
+        16,  # NOT_COORDINATOR
+        19,  # NOT_ENOUGH_REPLICAS
+        56,  # KAFKA_STORAGE_ERROR: one log directory failed; its partitions move
+        74,  # FENCED_LEADER_EPOCH
+        75,  # UNKNOWN_LEADER_EPOCH
+        78,  # OFFSET_NOT_AVAILABLE: a new leader has not yet caught up its high watermark
+    }
+)

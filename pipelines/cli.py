@@ -6,6 +6,7 @@ Every expected failure ends as one line on stderr and a non-zero exit; traceback
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -62,9 +63,23 @@ ConfigOption = Annotated[
 ]
 
 
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log progress and librdkafka's lines to stderr.")
+]
+
+
 @app.callback()
-def _root(ctx: typer.Context, config: ConfigOption = Path("pipelines.yaml")) -> None:
+def _root(
+    ctx: typer.Context,
+    config: ConfigOption = Path("pipelines.yaml"),
+    verbose: VerboseOption = False,
+) -> None:
     ctx.obj = config
+    if verbose:
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s"
+        )
+        logging.getLogger("kafka_etl.librdkafka").setLevel(logging.DEBUG)
 
 
 def _project(ctx: typer.Context) -> Project:
@@ -76,8 +91,9 @@ def validate(ctx: typer.Context) -> None:
     """Check the pipelines file and print what it defines."""
     project = _project(ctx)
     for name, p in sorted(project.pipelines.items()):
-        out.print(f"{name}: {p.topic} -> {p.safe_target} table {p.table} ({p.mode}, {p.format})")
-    out.print(f"{project.source}: {len(project.pipelines)} pipeline(s) valid")
+        line = f"{name}: {p.topic} -> {p.safe_target} table {p.table} ({p.mode}, {p.format})"
+        out.print(escape(line))
+    out.print(escape(f"{project.source}: {len(project.pipelines)} pipeline(s) valid"))
 
 
 @app.command()
@@ -98,18 +114,18 @@ def run(
         return
     ranges = ", ".join(str(r) for r in result.ranges.values()) or "nothing new"
     out.print(
-        f"{result.pipeline}: {result.rows:,} rows into {result.table} in {result.seconds:.2f}s"
-        f" ({result.rows_per_second:,.0f} rows/s); offsets {ranges}"
+        f"{result.pipeline}: {result.rows:,} rows into {escape(result.table)} in"
+        f" {result.seconds:.2f}s ({result.rows_per_second:,.0f} rows/s); offsets {escape(ranges)}"
     )
     if result.tombstones:
         out.print(f"  {result.tombstones:,} tombstones (null values) skipped")
     if result.dead_lettered:
         out.print(
             f"  [yellow]{result.dead_lettered:,} messages dead-lettered[/] into"
-            f" {result.table}__dlq (see `kafka-etl dlq {result.pipeline}`)"
+            f" {escape(result.table)}__dlq (see `kafka-etl dlq {result.pipeline}`)"
         )
     if result.columns_added:
-        out.print(f"  new columns: {', '.join(result.columns_added)}")
+        out.print(escape(f"  new columns: {', '.join(result.columns_added)}"))
     for gap in result.gaps:
         out.print(
             f"  [yellow]gap[/]: {result.topic}/{gap.partition} offsets"
@@ -192,6 +208,7 @@ def schema(
     pipeline = project.pipeline(name)
     columns, history = pipeline_schema(project, name)
     where = f"{pipeline.db_schema}.{pipeline.table}" if pipeline.db_schema else pipeline.table
+    where = escape(where)
     if columns is None:
         out.print(f"{name}: table {where} does not exist yet (nothing loaded)")
     else:
@@ -207,7 +224,7 @@ def schema(
     for change in history:
         changes.add_row(
             change.applied_at.isoformat(sep=" ", timespec="seconds"),
-            change.change,
+            escape(change.change),
             *(escape(text) for text in (change.column, change.old_type or "", change.new_type)),
             escape(change.first_offsets),
         )
@@ -321,7 +338,7 @@ def backfill(
         return
     ranges = ", ".join(str(r) for r in result.ranges.values()) or "nothing loaded in that range"
     out.print(
-        f"{result.pipeline}: replayed {result.rows:,} rows into {result.table} in"
+        f"{result.pipeline}: replayed {result.rows:,} rows into {escape(result.table)} in"
         f" {result.seconds:.2f}s; offsets {ranges}; table rows: {result.table_rows:,}"
     )
     for gap in result.gaps:
@@ -357,8 +374,8 @@ def dlq(
         table.add_row(
             str(row["_partition"]),
             str(row["_offset"]),
-            row["error_class"],
-            row["error_message"],
+            escape(row["error_class"] or ""),
+            escape(row["error_message"] or ""),
             str(row["first_seen"]),
         )
     out.print(table)

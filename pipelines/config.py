@@ -2,17 +2,20 @@
 
 Models are frozen pydantic models validated at load time; every error becomes one line naming
 the file, the pipeline and the field. Environment variables enter only through explicit
-``${VAR}`` (or ``${VAR:-default}``) in string values.
+``${VAR}`` (or ``${VAR:-default}``) in string values. What ``run`` or Dagster would refuse
+later (an unknown librdkafka setting, a target no sink can open, a topic name Kafka refuses, a
+cron or time zone Dagster refuses) is refused here, offline (``pipelines/checks.py``); reading
+the file itself is bounded in time and memory (``pipelines/yaml_file.py``).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,15 +27,26 @@ from pydantic import (
 )
 
 from kafka_etl.errors import ConfigError, redact
+from kafka_etl.secrets import SecretUrl, is_secret_name, reveal
+from pipelines import checks
+from pipelines.yaml_file import read_document, show, where
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_KEYS = ("password", "secret", "token", "sasl.oauthbearer.config")
-# Consumer settings the runner owns: changing them would break bounded, exactly-once reads.
-_RESERVED_KAFKA_KEYS = frozenset(
-    {"enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset", "enable.partition.eof"}
-)
+# ``${`` either starts a whole reference (group 1: the name, group 2: a default) or is an error.
+_VAR = re.compile(r"\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})?")
+_NAME = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
 Format = Literal["json", "avro", "protobuf", "json_schema", "string", "bytes"]
 _REGISTRY_FORMATS = frozenset({"avro", "protobuf", "json_schema"})
+KafkaValue = str | int | float | bool | SecretStr
+KafkaSettings = dict[str, KafkaValue]
+
+
+def _hide_secrets(settings: KafkaSettings) -> KafkaSettings:
+    """librdkafka settings whose name says password, secret, token or key.pem, as ``SecretStr``
+    (so no ``repr`` or dump of the project shows them); ``consumer_settings`` reveals them."""
+    return {
+        k: SecretStr(str(v)) if is_secret_name(k) and not isinstance(v, SecretStr) else v
+        for k, v in settings.items()
+    }
 
 
 class SchemaRegistrySettings(BaseModel):
@@ -40,7 +54,7 @@ class SchemaRegistrySettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    url: str = Field(min_length=1, description="http(s)://host:port[/path], comma-separated")
+    url: SecretUrl = Field(description="http(s)://host:port[/path], comma-separated")
     basic_auth_user_info: SecretStr | None = Field(
         default=None, alias="basic.auth.user.info", description="user:password"
     )
@@ -53,8 +67,11 @@ class SchemaRegistrySettings(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _http(cls, value: str) -> str:
-        for url in value.split(","):
+    def _http(cls, value: SecretUrl) -> SecretUrl:
+        if not value.get_secret_value().strip():
+            msg = "the URL is empty"
+            raise ValueError(msg)
+        for url in value.get_secret_value().split(","):
             if not url.strip().startswith(("http://", "https://", "mock://")):
                 msg = f"not an http(s) URL: {redact(url.strip())!r}"
                 raise ValueError(msg)
@@ -75,9 +92,11 @@ class SchemaRegistrySettings(BaseModel):
 class Pipeline(BaseModel):
     """One topic loaded into one table."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False
+    )
 
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+    name: str = Field(pattern=_NAME)
     topic: str = Field(min_length=1)
     format: Format = "json"
     key_format: Format = Field(default="string", description="how to decode keys into _key")
@@ -88,7 +107,10 @@ class Pipeline(BaseModel):
     schema_registry: SchemaRegistrySettings | None = Field(
         default=None, description="defaults to the project's schema_registry"
     )
-    target: str = Field(min_length=1, description="duckdb:///file.duckdb or any SQLAlchemy URL")
+    target: SecretUrl = Field(
+        description="duckdb:///file.duckdb or any SQLAlchemy URL (shown with secrets masked;"
+        " the sinks take target.get_secret_value())"
+    )
     table: str = Field(min_length=1)
     db_schema: str | None = Field(default=None, alias="schema")
     mode: Literal["append", "upsert"] = "append"
@@ -104,7 +126,16 @@ class Pipeline(BaseModel):
         description="a message that cannot be decoded: fail the run or dead-letter it",
     )
     max_error_ratio: float = Field(
-        default=0.01, ge=0, le=1, description="with on_error dlq: bad messages per batch, at most"
+        default=0.01,
+        ge=0,
+        le=1,
+        description="with dead letters: the share of a run's messages that may be bad, at most",
+    )
+    min_messages_for_ratio: int = Field(
+        default=1000,
+        ge=1,
+        description="max_error_ratio counts a run as at least this many messages, so a few bad"
+        " ones in a small run (a 5-minute schedule, a lag sensor) do not fail it",
     )
     on_schema_conflict: Literal["fail", "dlq"] = Field(
         default="fail",
@@ -122,14 +153,53 @@ class Pipeline(BaseModel):
     batch_max_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     lock_timeout: float = Field(default=60.0, ge=0, description="seconds to wait for a DuckDB file")
     schedule: str | None = None
-    schedule_timezone: str = "UTC"
+    schedule_timezone: str = Field(default="UTC", min_length=1)
     lag_threshold: int = Field(default=1, ge=1)
     max_lag_minutes: float | None = Field(default=None, gt=0)
     description: str | None = None
     owners: tuple[str, ...] = ()
-    kafka: dict[str, str | int | float | bool] = Field(
+    kafka: KafkaSettings = Field(
         default_factory=dict, description="per-pipeline librdkafka overrides"
     )
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        return checks.topic_name(value)
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: SecretUrl) -> SecretUrl:
+        text = value.get_secret_value()
+        if not text.strip():
+            msg = "the target URL is empty"
+            raise ValueError(msg)
+        checks.target_url(text)
+        return value
+
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return checks.timezone(value)
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for owner in value:
+            checks.owner(owner)
+        return value
+
+    @field_validator("kafka", mode="before")
+    @classmethod
+    def _kafka(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            checks.kafka_settings(value, pipeline_level=True)
+        return value
+
+    @field_validator("kafka")
+    @classmethod
+    def _kafka_secrets(cls, value: KafkaSettings) -> KafkaSettings:
+        return _hide_secrets(value)
 
     @field_validator("columns")
     @classmethod
@@ -143,10 +213,7 @@ class Pipeline(BaseModel):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        if value is not None and len(value.split()) not in (5, 6):
-            msg = f"not a cron expression: {value!r}"
-            raise ValueError(msg)
-        return value
+        return None if value is None else checks.cron(value)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Pipeline:
@@ -156,11 +223,11 @@ class Pipeline(BaseModel):
         if self.delete_on_tombstone and self.mode != "upsert":
             msg = "delete_on_tombstone needs mode 'upsert' (append tables keep history)"
             raise ValueError(msg)
-        reserved = _RESERVED_KAFKA_KEYS & set(self.kafka)
-        if reserved:
-            msg = f"kafka setting {sorted(reserved)[0]!r} is managed by kafka-etl"
-            raise ValueError(msg)
         self._check_formats()
+        dead_letters = "dlq" in (self.on_error, self.on_schema_conflict)
+        checks.target_names(
+            self.target.get_secret_value(), self.table, self.db_schema, self.key, dead_letters
+        )
         return self
 
     def _check_formats(self) -> None:
@@ -190,15 +257,15 @@ class Pipeline(BaseModel):
     @property
     def safe_target(self) -> str:
         """The target URL with any password replaced by ``***``."""
-        return redact(self.target)
+        return str(self.target)
 
 
 class Project(BaseModel):
     """A pipelines file: the Kafka connection shared by all pipelines, and the pipelines."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    kafka: dict[str, str | int | float | bool]
+    kafka: KafkaSettings
     schema_registry: SchemaRegistrySettings | None = None
     pipelines: dict[str, Pipeline]
     source: str = "<memory>"
@@ -231,19 +298,36 @@ class Project(BaseModel):
             pipelines[name] = body
         return {**data, "pipelines": pipelines}
 
+    @field_validator("kafka", mode="before")
+    @classmethod
+    def _connection(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            if not str(value.get("bootstrap.servers") or "").strip():
+                msg = "'bootstrap.servers' is required"
+                raise ValueError(msg)
+            checks.kafka_settings(value, pipeline_level=False)
+        return value
+
     @field_validator("kafka")
     @classmethod
-    def _bootstrap(
-        cls, value: dict[str, str | int | float | bool]
-    ) -> dict[str, str | int | float | bool]:
-        if not str(value.get("bootstrap.servers", "")).strip():
-            msg = "'bootstrap.servers' is required"
-            raise ValueError(msg)
-        reserved = _RESERVED_KAFKA_KEYS & set(value)
-        if reserved:
-            msg = f"setting {sorted(reserved)[0]!r} is managed by kafka-etl"
-            raise ValueError(msg)
-        return value
+    def _kafka_secrets(cls, value: KafkaSettings) -> KafkaSettings:
+        return _hide_secrets(value)
+
+    @model_validator(mode="after")
+    def _dagster_names(self) -> Project:
+        """Dagster names jobs and sensors after pipelines in letters, digits and underscores
+        (``dagster_project.translator.dagster_name``); two pipelines must not meet there."""
+        seen: dict[str, str] = {}
+        for name in self.pipelines:
+            as_dagster = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "_"
+            if as_dagster in seen:
+                msg = (
+                    f"{self.source}: field 'pipelines': {seen[as_dagster]!r} and {name!r} both"
+                    f" become the Dagster name {as_dagster!r}; rename one"
+                )
+                raise ConfigError(msg)
+            seen[as_dagster] = name
+        return self
 
     def pipeline(self, name: str) -> Pipeline:
         try:
@@ -254,90 +338,138 @@ class Project(BaseModel):
             raise ConfigError(msg) from None
 
     def consumer_settings(self, pipeline: Pipeline) -> dict[str, str | int | float | bool]:
-        """librdkafka settings for one pipeline: the shared connection plus its overrides."""
-        return {**self.kafka, **pipeline.kafka}
+        """librdkafka settings for one pipeline: the shared connection plus its overrides,
+        secrets revealed (for librdkafka only, never for display)."""
+        return {k: reveal(v) for k, v in {**self.kafka, **pipeline.kafka}.items()}
 
     def safe_kafka_settings(self) -> dict[str, str | int | float | bool]:
         """The connection settings with secrets masked, for display."""
         return {
-            k: ("***" if any(s in k for s in _SECRET_KEYS) else v) for k, v in self.kafka.items()
+            k: ("***" if isinstance(v, SecretStr) or is_secret_name(k) else v)
+            for k, v in self.kafka.items()
         }
+
+    def with_kafka(self, overrides: dict[str, Any]) -> Project:
+        """A copy whose file-level ``kafka:`` settings are updated (secrets wrapped again)."""
+        return self.model_copy(update={"kafka": _hide_secrets({**self.kafka, **overrides})})
 
 
 def load_project(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Project:
     """Read, interpolate and validate a pipelines file; raise ``ConfigError`` with one line."""
     source = str(path)
+    # Reading builds up to a few hundred thousand small objects, none of them cyclic garbage;
+    # the cyclic collector would rescan them all several times over (~40% of the time).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        msg = f"{source}: cannot read pipelines file ({exc.strerror or exc})"
-        raise ConfigError(msg) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        msg = f"{source}:{line}: {problem}"
-        raise ConfigError(msg) from None
-    return parse_project(raw, source, os.environ if env is None else env)
+        raw = read_document(Path(path), source)
+        return parse_project(raw, source, os.environ if env is None else env)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def parse_project(raw: Any, source: str, env: os._Environ[str] | dict[str, str]) -> Project:
-    if not isinstance(raw, dict):
-        msg = f"{source}: expected a mapping with 'kafka' and 'pipelines'"
+    if raw is None:
+        msg = f"{source}: the file is empty; expected a mapping with 'kafka' and 'pipelines'"
         raise ConfigError(msg)
-    data = _interpolate(raw, env, source, ())
+    if not isinstance(raw, dict):
+        msg = (
+            f"{source}: top level: expected a mapping with 'kafka' and 'pipelines', got"
+            f" {_kind(raw)}"
+        )
+        raise ConfigError(msg)
+    data = _interpolate(raw, env, source)
     pipelines = data.get("pipelines")
+    if pipelines is not None and not isinstance(pipelines, dict):
+        msg = (
+            f"{source}: field 'pipelines': expected a mapping of pipeline names, got"
+            f" {_kind(pipelines)}"
+        )
+        raise ConfigError(msg)
+    for name, body in (pipelines or {}).items():
+        if not isinstance(body, dict):
+            msg = (
+                f"{source}: pipeline {show(name)}: expected a mapping of fields (topic, target,"
+                f" table, ...), got {_kind(body)}"
+            )
+            raise ConfigError(msg)
     if isinstance(pipelines, dict):
-        data["pipelines"] = {
-            name: ({"name": name, **body} if isinstance(body, dict) else body)
-            for name, body in pipelines.items()
-        }
+        data["pipelines"] = {name: {"name": name, **body} for name, body in pipelines.items()}
     try:
         return Project.model_validate({**data, "source": source})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
 
 
-def _interpolate(value: Any, env: Any, source: str, path: tuple[str, ...]) -> Any:
-    if isinstance(value, dict):
-        return {k: _interpolate(v, env, source, (*path, str(k))) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, env, source, (*path, str(i))) for i, v in enumerate(value)]
-    if isinstance(value, str):
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {list: "a list", str: "text", bool: "a boolean", dict: "a mapping"}.get(
+        type(value), f"a value of type {type(value).__name__}"
+    )
 
-        def substitute(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in env:
-                return str(env[name])
-            if default is not None:
-                return default
-            msg = f"{source}: {_where(path)}: environment variable {name} is not set"
+
+def _interpolate(root: Any, env: Any, source: str) -> Any:
+    """``root`` with every ``${VAR}`` in its strings replaced. A collection reached twice
+    (a YAML alias) is interpolated once and stays shared, so aliases cost nothing here; the
+    nesting is bounded by the reader (``yaml_file.MAX_DEPTH``)."""
+    memo: dict[int, Any] = {}
+
+    def walk(value: Any, path: tuple[str, ...]) -> Any:
+        if isinstance(value, dict | list):
+            key = id(value)
+            if key not in memo:
+                if isinstance(value, dict):
+                    memo[key] = {k: walk(v, (*path, str(k))) for k, v in value.items()}
+                else:
+                    memo[key] = [walk(v, (*path, str(i))) for i, v in enumerate(value)]
+            return memo[key]
+        if isinstance(value, str) and "${" in value:
+            return _substitute(value, env, f"{source}: {where(path)}")
+        return value
+
+    return walk(root, ())
+
+
+def _substitute(value: str, env: Any, at: str) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name is None:
+            rest = value[match.start() : match.start() + 20]
+            msg = (
+                f"{at}: {show(rest)} starts no ${{VAR}} reference (a name, optionally :-default,"
+                " then '}')"
+            )
             raise ConfigError(msg)
+        if name in env:
+            return str(env[name])
+        if default is not None:
+            return default
+        msg = f"{at}: environment variable {name} is not set"
+        raise ConfigError(msg)
 
-        return _VAR.sub(substitute, value)
-    return value
-
-
-def _where(path: tuple[str, ...] | tuple[Any, ...]) -> str:
-    parts = [str(p) for p in path]
-    if len(parts) >= 2 and parts[0] == "pipelines":
-        rest = ".".join(parts[2:]) or "(definition)"
-        return f"pipeline {parts[1]!r}, field {rest!r}"
-    return f"field {'.'.join(parts)!r}" if parts else "top level"
+    return _VAR.sub(substitute, value)
 
 
 def _describe(exc: ValidationError, source: str) -> str:
     error = exc.errors()[0]
     loc = tuple(str(p) for p in error["loc"])
+    message = error["msg"]
     if loc and loc[-1] == "name" and len(loc) == 3:
         loc = (*loc[:2], "(name)")
-    message = error["msg"]
+        if error["type"] == "string_pattern_mismatch":
+            message = (
+                "a pipeline name is letters, digits, '_' and '-', starting with a letter or '_'"
+            )
     if error["type"] == "extra_forbidden":
         message = "unknown field"
     elif message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
+        # A check across fields that names the one to change: "field 'table': ..."
+        named = re.match(r"field '([^']+)': (.*)", message)
+        if named and len(loc) == 2 and loc[0] == "pipelines":
+            loc, message = (*loc, named.group(1)), named.group(2)
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more)" if more else ""
-    return f"{source}: {_where(loc)}: {message}{suffix}"
+    return f"{source}: {where(loc)}: {message}{suffix}"

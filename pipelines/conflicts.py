@@ -9,10 +9,12 @@ transaction, as it does for messages that could not be decoded.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from connector.batch import Batch
 from connector.dead_letters import rejects_table
@@ -71,18 +73,59 @@ def set_aside_conflicts(
     return replace(batch, rows=rows, rejects=found)
 
 
-def check_error_ratio(pipeline: str, batch: Batch, messages: int, max_ratio: float) -> None:
-    """Too many dead letters in one batch is a systematic problem: fail the run instead."""
-    if batch.rejects is None or batch.reject_count <= max_ratio * messages:
+class ErrorBudget:
+    """The one error-ratio policy: how many messages a run may set aside before the problem
+    counts as systematic (wrong format, a producer bug) and the run fails instead.
+
+    A run fails once its bad messages so far (not decodable, ``on_error: dlq``, or not
+    fitting the table, ``on_schema_conflict: dlq``) exceed ``max_ratio`` of the messages it
+    has read so far, where fewer than ``min_messages`` read count as ``min_messages``. So one
+    bad message in a batch of 11 (a 5-minute schedule, a lag sensor) is dead-lettered, while
+    2,000 bad messages of 2,000 still stop the run at the batch that crosses the line, and
+    that batch commits nothing. Defaults: 0.01 over at least 1,000, so up to 10 bad messages
+    in a small run. Counting is thread-safe: batches are decoded on the reading thread while
+    the writer sets aside schema conflicts of the batch before.
+    """
+
+    def __init__(self, pipeline: str, max_ratio: float, min_messages: int) -> None:
+        self.pipeline = pipeline
+        self.max_ratio = max_ratio
+        self.min_messages = min_messages
+        self.messages = 0
+        self.bad = 0
+        self._lock = threading.Lock()
+
+    @property
+    def allowed(self) -> float:
+        return self.max_ratio * max(self.messages, self.min_messages)
+
+    def charge(self, bad: int, messages: int, first: str = "") -> None:
+        """Count ``messages`` more read and ``bad`` more set aside (``first`` names the first
+        of those: ``topic/partition@offset: reason``); raise ``TerminalError`` past the budget."""
+        with self._lock:
+            self.messages += messages
+            self.bad += bad
+            if not bad or self.bad <= self.allowed:
+                return
+            msg = (
+                f"pipeline {self.pipeline!r}: {self.bad:,} of the {self.messages:,} messages read"
+                " so far could not be decoded or do not fit the table, more than"
+                f" max_error_ratio {self.max_ratio:g} allows (of at least"
+                f" {self.min_messages:,} messages, min_messages_for_ratio); first bad one of"
+                f" this batch: {first}; nothing from this batch was committed"
+            )
+        raise TerminalError(msg)
+
+
+def charge_conflicts(budget: ErrorBudget, before: Batch, after: Batch) -> None:
+    """Charge ``budget`` for the messages ``set_aside_conflicts`` added to ``after``."""
+    added = after.reject_count - before.reject_count
+    if added <= 0 or after.rejects is None:
         return
-    first = batch.rejects.slice(0, 1).to_pylist()[0]
-    msg = (
-        f"pipeline {pipeline!r}: {batch.reject_count} of {messages} messages in a batch could not"
-        f" be decoded or do not fit the table, more than max_error_ratio {max_ratio:g} allows;"
-        f" first: {first['_topic']}/{first['_partition']}@{first['_offset']}:"
-        f" {first['error_message']}; nothing from this batch was committed"
-    )
-    raise TerminalError(msg)
+    conflicts = after.rejects.filter(pc.equal(after.rejects.column("error_class"), SCHEMA_CONFLICT))
+    first = conflicts.slice(0, 1).to_pylist()[0]
+    where = f"{first['_topic']}/{first['_partition']}@{first['_offset']}"
+    budget.charge(added, 0, f"{where}: {first['error_message']}")
 
 
 def _reject(raw: RawBatch, i: int, message: str) -> Reject:

@@ -29,7 +29,9 @@ class DeadLetterReplay:
 def list_dead_letters(project: Project, name: str, limit: int | None = None) -> pa.Table:
     """The pipeline's dead letters in partition and offset order (at most ``limit``)."""
     pipeline = project.pipeline(name)
-    with open_sink(pipeline.target, table_spec(pipeline), base_dir=base_dir(project)) as sink:
+    with open_sink(
+        pipeline.target.get_secret_value(), table_spec(pipeline), base_dir=base_dir(project)
+    ) as sink:
         return sink.read_dead_letters(limit)
 
 
@@ -38,7 +40,7 @@ def replay_dead_letters(project: Project, name: str) -> DeadLetterReplay:
     pipeline = project.pipeline(name)
     decoder = decoder_for(pipeline)
     with open_sink(
-        pipeline.target,
+        pipeline.target.get_secret_value(),
         table_spec(pipeline),
         base_dir=base_dir(project),
         lock_timeout=pipeline.lock_timeout,

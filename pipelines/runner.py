@@ -7,6 +7,7 @@ The CLI and Dagster both call ``run_pipeline``; neither has a loading path of it
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -23,11 +24,15 @@ from confluent_kafka import Consumer
 
 from connector.batch import Batch, Gap, OffsetRange
 from connector.client import (
+    CLOSE_TIMEOUT,
     ReadPlan,
+    close_consumer,
     commit_group_offsets,
+    explain_unreachable,
     make_consumer,
     offsets_for_time,
     partitions,
+    plain,
     plan_read,
     watermarks,
 )
@@ -36,12 +41,17 @@ from connector.flatten import flatten_structs
 from connector.formats import Decoder, build_decoder
 from connector.reader import BoundedReader, RawBatch
 from connector.types import parse_arrow_type
-from kafka_etl.errors import TerminalError
+from kafka_etl.errors import KafkaEtlError, SourceUnavailableError, TerminalError
 from kafka_etl.process import bulk_allocation, limit_malloc_arenas
 from pipelines.config import Pipeline, Project
-from pipelines.conflicts import check_error_ratio, set_aside_conflicts
+from pipelines.conflicts import ErrorBudget, charge_conflicts, set_aside_conflicts
 from sinks.base import SchemaChange, Sink, TableSpec, WriteResult, WriteTurn
 from sinks.factory import open_sink
+
+log = logging.getLogger(__name__)
+# After the last commit the run has done its work: the lag it then reports waits at most this
+# long for the brokers (a partition whose leader just died has none for a few seconds).
+_LAG_AFTER_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,17 +193,23 @@ def base_dir(project: Project) -> Path | None:
 @contextmanager
 def _connections(project: Project, pipeline: Pipeline) -> Iterator[tuple[Sink, Consumer]]:
     sink = open_sink(
-        pipeline.target,
+        pipeline.target.get_secret_value(),
         table_spec(pipeline),
         base_dir=base_dir(project),
         lock_timeout=pipeline.lock_timeout,
     )
     try:
-        consumer = make_consumer(project.consumer_settings(pipeline), pipeline.consumer_group)
+        settings = project.consumer_settings(pipeline)
+        consumer = make_consumer(settings, pipeline.consumer_group)
+        unreachable = False
         try:
             yield sink, consumer
+        except SourceUnavailableError as exc:
+            unreachable = True
+            raise explain_unreachable(exc, settings) from None
         finally:
-            consumer.close()
+            # With the cluster gone, close() only waits for commits that cannot complete.
+            close_consumer(consumer, timeout=1.0 if unreachable else CLOSE_TIMEOUT)
     finally:
         sink.close()
 
@@ -323,10 +339,11 @@ def _load(
     )
     tally = _Tally()
     spec = table_spec(pipeline)
+    budget = error_budget(pipeline)
 
     def prepare(raw: RawBatch) -> tuple[Batch, RawBatch | None]:
         """Decode (and flatten) one batch; runs on the reading thread, ahead of the writer."""
-        batch = decode(pipeline, decoder, raw)
+        batch = decode(pipeline, decoder, raw, budget)
         if pipeline.flatten:
             batch = replace(
                 batch, rows=flatten_structs(batch.rows, pipeline.flatten, pipeline.name)
@@ -344,8 +361,9 @@ def _load(
             if raw is not None:
                 # Against the table as the previous batch leaves it.
                 turn.wait_previous_settled()
-                batch = set_aside_conflicts(sink.table_schema(), batch, raw, spec)
-                check_error_ratio(pipeline.name, batch, len(raw), pipeline.max_error_ratio)
+                fitted = set_aside_conflicts(sink.table_schema(), batch, raw, spec)
+                charge_conflicts(budget, batch, fitted)
+                batch = fitted
                 del raw
             written = sink.write(batch, replay=replay, turn=turn)
             tally.add(batch, written)
@@ -392,9 +410,7 @@ def _load(
         raise RunInterrupted(
             pipeline.name, exc, tally.rows, tally.batches, tally.next_offsets, replay
         ) from exc
-    after = watermarks(consumer, pipeline.topic, sorted(plan.end), timeout=10.0)
-    checkpoints = sink.read_checkpoints()
-    lag_after = {p: max(after[p][1] - checkpoints.get(p, after[p][0]), 0) for p in after}
+    lag_after = _lag_after(sink, consumer, pipeline.topic, sorted(plan.end))
     return RunResult(
         pipeline=pipeline.name,
         topic=pipeline.topic,
@@ -412,6 +428,19 @@ def _load(
         schema=sink.table_schema(),
         dead_lettered=tally.dead_lettered,
     )
+
+
+def _lag_after(sink: Sink, consumer: Consumer, topic: str, parts: list[int]) -> dict[int, int]:
+    """Offsets left to load per partition once the run committed everything. Best effort: the
+    load is complete whatever this finds, so a broker that does not answer now leaves the lag
+    unknown (``{}``, with a warning) and never fails the run."""
+    try:
+        after = watermarks(consumer, topic, parts, timeout=_LAG_AFTER_TIMEOUT)
+        checkpoints = sink.read_checkpoints()
+    except KafkaEtlError as exc:
+        log.warning("kafka-etl: warning: lag after the run is unknown: %s", plain(exc))
+        return {}
+    return {p: max(after[p][1] - checkpoints.get(p, after[p][0]), 0) for p in after}
 
 
 def _drain(
@@ -434,23 +463,26 @@ def _drain(
         committed(done)
 
 
-def decode(pipeline: Pipeline, decoder: Decoder, raw: RawBatch) -> Batch:
+def error_budget(pipeline: Pipeline) -> ErrorBudget:
+    """The pipeline's budget of bad messages for one run (``pipelines.conflicts``)."""
+    return ErrorBudget(pipeline.name, pipeline.max_error_ratio, pipeline.min_messages_for_ratio)
+
+
+def decode(
+    pipeline: Pipeline, decoder: Decoder, raw: RawBatch, budget: ErrorBudget | None = None
+) -> Batch:
     """Decode one micro-batch per ``on_error``: the first bad message fails the run, or bad
-    messages travel in ``Batch.rejects`` to the dead-letter table, unless there are so many
-    (``max_error_ratio``) that the problem is systematic rather than one of single records."""
+    messages travel in ``Batch.rejects`` to the dead-letter table, unless the run's
+    ``budget`` (a fresh one: this batch is the run) says the problem is systematic."""
+    budget = budget if budget is not None else error_budget(pipeline)
     if pipeline.on_error == "fail":
-        return decoder.decode(raw)
+        batch = decoder.decode(raw)
+        budget.charge(0, len(raw))
+        return batch
     batch, rejects = decoder.decode_tolerant(raw)
+    budget.charge(len(rejects), len(raw), str(rejects[0].to_error(raw.topic)) if rejects else "")
     if not rejects:
         return batch
-    if len(rejects) > pipeline.max_error_ratio * len(raw):
-        first = rejects[0]
-        msg = (
-            f"pipeline {pipeline.name!r}: {len(rejects)} of {len(raw)} messages in a batch could"
-            f" not be decoded, more than max_error_ratio {pipeline.max_error_ratio:g} allows;"
-            f" first bad one {first.to_error(raw.topic)}; nothing from this batch was committed"
-        )
-        raise TerminalError(msg)
     return replace(batch, rejects=rejects_table(raw.topic, rejects))
 
 
@@ -459,7 +491,7 @@ def pipeline_schema(project: Project, name: str) -> tuple[pa.Schema | None, list
     the changes kafka-etl applied to them."""
     pipeline = project.pipeline(name)
     sink = open_sink(
-        pipeline.target,
+        pipeline.target.get_secret_value(),
         table_spec(pipeline),
         base_dir=base_dir(project),
         lock_timeout=pipeline.lock_timeout,

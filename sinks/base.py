@@ -74,6 +74,17 @@ def describe_ranges(ranges: dict[int, OffsetRange]) -> str:
     return ", ".join(str(r) for _, r in sorted(ranges.items()))
 
 
+def dropped_table_message(spec: TableSpec, where: str, checkpoints: dict[int, int]) -> str:
+    """Why a run refuses to resume into a table that was dropped after it was loaded: its
+    checkpoints would skip everything they cover, and the run would report success."""
+    offsets = ", ".join(f"{p}:{o}" for p, o in sorted(checkpoints.items()))
+    return (
+        f"pipeline {spec.pipeline!r}: table {spec.display_name} in {where} was dropped after"
+        f" loading up to offsets {offsets} (its checkpoints remain); nothing was loaded. To load"
+        f" the topic into it again from the start: kafka-etl reset {spec.pipeline} --to earliest"
+    )
+
+
 class ClosesOnExit:
     """``with sink:`` closes it, whatever happened inside."""
 
@@ -138,7 +149,12 @@ class Sink(Protocol):
     max_in_flight: int
 
     def read_checkpoints(self) -> dict[int, int]:
-        """``partition -> next offset`` committed for this pipeline and topic."""
+        """``partition -> next offset`` committed for this pipeline, topic and table.
+
+        A checkpoint belongs to its table: a pipeline pointed at a new table has none there
+        (and loads from its ``start``). Raises ``TerminalError`` when the table this pipeline
+        created is gone while its checkpoints remain (dropped by hand): resuming would skip
+        everything and report success; ``reset`` is the way on."""
         ...
 
     def write(
@@ -174,7 +190,10 @@ class Sink(Protocol):
         """Move checkpoints to ``offsets`` (any direction); in append mode also delete the
         rows at or after them, in the same transaction, so a reload cannot duplicate; dead
         letters at or after them are deleted in every mode. Returns the number of rows deleted.
-        With ``dry_run`` the transaction is rolled back: the count is what a reset would delete."""
+        With ``dry_run`` the transaction is rolled back: the count is what a reset would delete.
+
+        If the table was dropped, its schema history goes too (it described columns that no
+        longer exist), so the next run creates the table again and loads from ``offsets``."""
         ...
 
     def table_schema(self) -> pa.Schema | None:

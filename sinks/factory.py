@@ -17,7 +17,7 @@ def resolve_target(target: str, base_dir: Path | None) -> URL:
     """Parse a target URL; relative DuckDB/SQLite file paths are taken from ``base_dir``."""
     try:
         url = make_url(target)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         msg = f"target {redact(target)!r} is not a database URL (e.g. duckdb:///warehouse.duckdb)"
         raise ConfigError(msg) from None
     backend = url.get_backend_name()

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from pipelines.config import Project, load_project
 from sinks.factory import resolve_target
@@ -33,8 +33,14 @@ def project_for(path: Path) -> Project:
     return load_project(path)
 
 
-def cli(config: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``kafka-etl -c config ARGS`` in a fresh interpreter, as a user would."""
+def cli(
+    config: Path,
+    *args: str,
+    timeout: float = 600,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``kafka-etl -c config ARGS`` in a fresh interpreter, as a user would
+    (``preexec_fn``, e.g. a memory rlimit, runs in the child before it starts)."""
     return subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "-c", str(config), *args],
         capture_output=True,
@@ -42,6 +48,7 @@ def cli(config: Path, *args: str, timeout: float = 600) -> subprocess.CompletedP
         timeout=timeout,
         check=False,
         env={**os.environ, "COLUMNS": "200"},
+        preexec_fn=preexec_fn,
     )
 
 
@@ -153,17 +160,25 @@ def offset_stats(target: str, base_dir: Path, table: str) -> dict[int, tuple[int
     }
 
 
-def checkpoints(target: str, base_dir: Path, pipeline: str, topic: str) -> dict[int, int]:
+def checkpoints(
+    target: str, base_dir: Path, pipeline: str, topic: str, table: str | None = None
+) -> dict[int, int]:
+    """``partition -> next offset`` stored for a pipeline and topic: for ``table`` (its display
+    name, ``schema.table``) when given, else for whichever table the pipeline loads (the
+    tests that leave it out use one table per pipeline)."""
     t = sa.table(
         "_kafka_etl_checkpoints",
         sa.column("pipeline"),
         sa.column("topic"),
+        sa.column("table_name"),
         sa.column("partition"),
         sa.column("next_offset"),
     )
     query = sa.select(t.c.partition, t.c.next_offset).where(
         t.c.pipeline == pipeline, t.c.topic == topic
     )
+    if table is not None:
+        query = query.where(t.c.table_name == table)
     return {int(p): int(o) for p, o in _rows(target, base_dir, query)}
 
 
@@ -201,8 +216,15 @@ def group_position(
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     wanted = [TopicPartition(topic, p) for p in range(partitions)]
 
+    last = [0]
+
     def position() -> int:
-        return sum(tp.offset for tp in consumer.committed(wanted, timeout=10) if tp.offset >= 0)
+        try:
+            found = consumer.committed(wanted, timeout=10)
+        except KafkaException:  # the group's coordinator may still be loading: ask again later
+            return last[0]
+        last[0] = sum(tp.offset for tp in found if tp.offset >= 0)
+        return last[0]
 
     try:
         yield position

@@ -33,6 +33,7 @@ from connector.formats.base import (
 )
 from connector.formats.registry import SchemaRegistry, SchemaRegistryUnavailableError
 from kafka_etl.errors import ConfigError
+from kafka_etl.extras import require
 
 Format = Literal["json", "avro", "protobuf", "json_schema", "string", "bytes"]
 FORMATS: tuple[Format, ...] = ("json", "avro", "protobuf", "json_schema", "string", "bytes")
@@ -71,6 +72,7 @@ def value_format(
 
         return avro_registry_format(registry)
     if name == "protobuf":
+        require("google.protobuf", "protobuf", "format 'protobuf'")
         from connector.formats.protobuf import protobuf_registry_format
 
         return protobuf_registry_format(registry)

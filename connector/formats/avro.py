@@ -17,6 +17,7 @@ from connector.formats.avro_schema import (
     SchemaParseException,
     UnknownType,
     UnsupportedSchemaError,
+    check_depth,
     compile_schema,
 )
 from connector.formats.base import MALFORMED, Decoded, Failure
@@ -49,9 +50,9 @@ def avro_registry_format(registry: SchemaRegistry) -> ConfluentFormat:
         if kind != "AVRO":
             return WrongSchemaType(f"schema id {schema_id} is a {kind} schema, not Avro")
         named: dict[str, Any] = {}
-        _resolve_references(registry, schema.references or [], named, set())
         where = f"schema registry {registry.url}: Avro schema id {schema_id}"
-        return AvroGroup(_compile(json.loads(schema.schema_str), named, where))
+        _resolve_references(registry, schema.references or [], named, set(), where)
+        return AvroGroup(_compile(_json(schema.schema_str, where), named, where))
 
     return ConfluentFormat(compile_id)
 
@@ -75,17 +76,37 @@ class PlainAvroFormat:
         return self.group.decode(Frame(data, starts, ends, values))
 
 
+_INVALID = (SchemaParseException, UnknownType, KeyError, TypeError, ValueError, AttributeError)
+
+
 def _compile(schema: Any, named: dict[str, Any], where: str) -> Reader:
     try:
         return compile_schema(schema, named)
-    except (SchemaParseException, UnknownType, KeyError, TypeError, ValueError) as exc:
+    except _INVALID as exc:
         kind = "is not supported" if isinstance(exc, UnsupportedSchemaError) else "is invalid"
         msg = f"{where} {kind}: {exc}"
+        raise TerminalError(msg) from None
+    except RecursionError:  # bounded by check_depth; a last guard against a crash
+        msg = f"{where} is not supported: nested too deeply"
+        raise TerminalError(msg) from None
+
+
+def _json(text: str, where: str) -> Any:
+    """A schema string from the registry as JSON; one line if it is not JSON."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        msg = f"{where} is invalid: not JSON ({why})"
         raise TerminalError(msg) from None
 
 
 def _resolve_references(
-    registry: SchemaRegistry, references: list[Any], named: dict[str, Any], seen: set[str]
+    registry: SchemaRegistry,
+    references: list[Any],
+    named: dict[str, Any],
+    seen: set[str],
+    where: str,
 ) -> None:
     """Named types from referenced schemas (depth first, so dependencies parse first)."""
     from fastavro import parse_schema
@@ -96,5 +117,12 @@ def _resolve_references(
             continue
         seen.add(key)
         registered = registry.version(ref.subject, ref.version)
-        _resolve_references(registry, registered.schema.references or [], named, seen)
-        parse_schema(json.loads(registered.schema.schema_str), named_schemas=named)
+        _resolve_references(registry, registered.schema.references or [], named, seen, where)
+        here = f"{where}: reference {ref.subject!r} version {ref.version}"
+        schema = _json(registered.schema.schema_str, here)
+        try:
+            check_depth(schema)
+            parse_schema(schema, named_schemas=named)
+        except _INVALID as exc:
+            msg = f"{here} is invalid: {exc}"
+            raise TerminalError(msg) from None

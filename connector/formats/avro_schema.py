@@ -35,9 +35,12 @@ from connector.formats.avro_reader import (
     Uuid,
 )
 
+MAX_RECORD_DEPTH = 64  # records nested in records, at most
+MAX_TYPE_DEPTH = 256  # types (records, arrays, maps, unions) nested in one another, at most
+
 
 class UnsupportedSchemaError(ValueError):
-    """A valid Avro schema that has no Arrow counterpart here (recursive types)."""
+    """A valid Avro schema that has no Arrow counterpart here (recursive or too deep)."""
 
 
 _TIMESTAMPS = {
@@ -162,14 +165,46 @@ def compile_schema(schema: Any, named: dict[str, Any] | None = None) -> Reader:
     Raises ``SchemaParseException``/``UnknownType`` for invalid schemas and
     ``UnsupportedSchemaError`` for recursive ones.
     """
+    check_depth(schema)
     named_schemas: dict[str, Any] = dict(named or {})
     parsed = parse_schema(schema, named_schemas=named_schemas, _write_hint=False)
     return _Compiler(named_schemas).build(parsed)
+
+
+def check_depth(schema: Any) -> None:
+    """Refuse a schema (parsed JSON) nested deeper than the bounds, before anything recurses
+    over it: walks it with an explicit stack."""
+    stack: list[tuple[Any, int, int]] = [(schema, 0, 0)]
+    while stack:
+        node, records, types = stack.pop()
+        if isinstance(node, list):
+            types += 1
+            children: list[Any] = node
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            if kind in ("record", "error"):
+                records += 1
+                if records > MAX_RECORD_DEPTH:
+                    msg = (
+                        f"record {node.get('name')!r} is nested more than {MAX_RECORD_DEPTH}"
+                        " records deep"
+                    )
+                    raise UnsupportedSchemaError(msg)
+            if kind in ("record", "error", "array", "map"):
+                types += 1
+            children = [v for v in node.values() if isinstance(v, dict | list)]
+        else:
+            continue
+        if types > MAX_TYPE_DEPTH:
+            msg = f"the schema nests types more than {MAX_TYPE_DEPTH} deep"
+            raise UnsupportedSchemaError(msg)
+        stack.extend((child, records, types) for child in children)
 
 
 __all__ = [
     "SchemaParseException",
     "UnknownType",
     "UnsupportedSchemaError",
+    "check_depth",
     "compile_schema",
 ]

@@ -53,7 +53,7 @@ def json_schema_registry_format(registry: SchemaRegistry) -> ConfluentFormat:
             return WrongSchemaType(f"schema id {schema_id} is a {kind} schema, not JSON Schema")
         try:
             document = json.loads(schema.schema_str)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # not JSON, or nested past the stack
             document = None
         return JsonSchemaGroup(arrow_schema(document))
 

@@ -39,8 +39,11 @@ from connector.formats.registry import SchemaRegistry
 from connector.formats.unify import combine
 from connector.formats.vector import Cursor
 from kafka_etl.errors import TerminalError
+from kafka_etl.extras import missing_extra_message
 
 MAIN_FILE = "kafka_etl_writer_schema.proto"
+MAX_FILES = 256  # a schema and all it imports, transitively
+PROTOC_TIMEOUT = 60.0  # seconds; a schema is an input, its compilation is bounded too
 
 
 class ProtobufGroup:
@@ -102,7 +105,7 @@ def protobuf_registry_format(registry: SchemaRegistry) -> ConfluentFormat:
         pool = descriptor_pool.DescriptorPool()
         _builtins(pool)
         deps: dict[str, descriptor_pb2.FileDescriptorProto] = {}
-        _references(registry, schema.references or [], pool, deps, where)
+        _references(registry, schema.references or [], pool, deps, where, set())
         file = _file_proto(MAIN_FILE, schema.schema_str, deps, where)
         try:
             pool.Add(file)
@@ -213,12 +216,23 @@ def _references(
     pool: Any,
     deps: dict[str, descriptor_pb2.FileDescriptorProto],
     where: str,
+    opened: set[str],
 ) -> None:
+    """Load the files ``references`` name, their own imports first; ``opened`` holds the
+    files whose imports are being loaded, so an import cycle is one line, not a recursion."""
     for ref in references:
         if _is_builtin(ref.name) or ref.name in deps:
             continue
+        if ref.name in opened:
+            msg = f"{where}: reference {ref.name!r} is part of an import cycle"
+            raise TerminalError(msg)
+        if len(opened) + len(deps) >= MAX_FILES:
+            msg = f"{where}: more than {MAX_FILES} referenced files"
+            raise TerminalError(msg)
         registered = registry.version(ref.subject, ref.version, fmt="serialized")
-        _references(registry, registered.schema.references or [], pool, deps, where)
+        opened.add(ref.name)
+        _references(registry, registered.schema.references or [], pool, deps, where, opened)
+        opened.discard(ref.name)
         file = _file_proto(ref.name, registered.schema.schema_str, deps, where)
         deps[ref.name] = file
         try:
@@ -249,21 +263,27 @@ def _compile_text(
     try:
         import grpc_tools
     except ImportError:
-        msg = f"{where} is .proto text: compiling it needs the grpcio-tools package"
+        msg = missing_extra_message(f"{where} is .proto text: compiling it", "protobuf")
         raise TerminalError(msg) from None
     include = Path(grpc_tools.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory(prefix="kafka-etl-proto-") as tmp:
-        root = Path(tmp)
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text, encoding="utf-8")
+        root = Path(tmp) / "src"  # the registry's names go here; protoc's own files beside it
+        root.mkdir()
+        write_proto(root, name, text, where)
         known = descriptor_pb2.FileDescriptorSet(file=list(deps.values()))
-        (root / "deps.pb").write_bytes(known.SerializeToString())
-        out = root / "out.pb"
+        (Path(tmp) / "deps.pb").write_bytes(known.SerializeToString())
+        out = Path(tmp) / "out.pb"
         args = [sys.executable, "-m", "grpc_tools.protoc", f"-I{root}", f"-I{include}"]
         if deps:
-            args.append(f"--descriptor_set_in={root / 'deps.pb'}")
+            args.append(f"--descriptor_set_in={Path(tmp) / 'deps.pb'}")
         args += [f"--descriptor_set_out={out}", name]
-        res = subprocess.run(args, cwd=root, capture_output=True, text=True, check=False)
+        try:
+            res = subprocess.run(
+                args, cwd=root, capture_output=True, text=True, check=False, timeout=PROTOC_TIMEOUT
+            )
+        except subprocess.TimeoutExpired:
+            msg = f"{where}: .proto text did not compile within {PROTOC_TIMEOUT:.0f} s"
+            raise TerminalError(msg) from None
         if res.returncode != 0:
             why = (res.stderr or res.stdout).strip().splitlines()
             msg = f"{where}: .proto text does not compile: {why[0] if why else res.returncode}"
@@ -272,3 +292,22 @@ def _compile_text(
     file = compiled.file[-1]
     file.name = name
     return file
+
+
+def write_proto(root: Path, name: str, text: str, where: str) -> Path:
+    """Write ``text`` as ``root/name``, where ``name`` comes from the registry (a reference's
+    name): only a relative path of plain segments that stays inside ``root`` is accepted."""
+    parts = name.split("/")
+    unsafe = (
+        not name
+        or name.startswith(("/", "-"))  # absolute, or read by protoc as an option
+        or any(c in name for c in "\\\0:")
+        or any(part in ("", ".", "..") for part in parts)
+    )
+    path = root if unsafe else (root / name).resolve()
+    if unsafe or path == root or not path.is_relative_to(root.resolve()):
+        msg = f"{where}: refused file name {name!r} (not a relative path of plain segments)"
+        raise TerminalError(msg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -31,8 +31,11 @@ _WRAPPERS = {
 _JSON_TYPES = {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"}
 
 
+MAX_DEPTH = 64  # messages nested in messages, at most
+
+
 class UnsupportedMessageError(ValueError):
-    """A message type with no Arrow counterpart here (recursive messages)."""
+    """A message type with no Arrow counterpart here (recursive or too deeply nested)."""
 
 
 class Timestamp(Message):
@@ -149,6 +152,9 @@ class _Compiler:
         name = desc.full_name
         if name in self.open:
             msg = f"recursive message {name!r} has no Arrow counterpart"
+            raise UnsupportedMessageError(msg)
+        if len(self.open) >= MAX_DEPTH:
+            msg = f"message {name!r} is nested more than {MAX_DEPTH} messages deep"
             raise UnsupportedMessageError(msg)
         cls: type[Message] = Message
         if name == "google.protobuf.Timestamp":

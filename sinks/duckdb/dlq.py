@@ -9,7 +9,7 @@ import pyarrow as pa
 from connector.batch import Batch
 from connector.dead_letters import dlq_table_name, resolved_offsets
 from sinks.base import TableSpec
-from sinks.duckdb.sql import qualified, quote
+from sinks.duckdb.sql import qualified, quote, registered
 
 _VIEW = "_kafka_etl_dead_letters"
 _DDL = (
@@ -57,13 +57,10 @@ class DeadLetters:
         if self.spec.db_schema:
             self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.spec.db_schema)}")
         self._con.execute(f"CREATE TABLE IF NOT EXISTS {self.name}{_DDL}")
-        self._con.register(_VIEW, rejects)
-        try:
+        with registered(self._con, _VIEW, rejects):
             self._con.execute(
                 f"INSERT INTO {self.name} BY NAME SELECT *, now() AS first_seen FROM {quote(_VIEW)}"
             )
-        finally:
-            self._con.unregister(_VIEW)
         return int(rejects.num_rows)
 
     def delete_offsets(self, name: str, batch: Batch) -> int:
@@ -72,8 +69,7 @@ class DeadLetters:
         offsets = resolved_offsets(batch.rows, batch.tombstones)
         if offsets.num_rows == 0:
             return 0
-        self._con.register(_VIEW, offsets)
-        try:
+        with registered(self._con, _VIEW, offsets):
             return int(
                 self._con.execute(
                     f"DELETE FROM {name} AS t USING {quote(_VIEW)} AS o"
@@ -81,8 +77,6 @@ class DeadLetters:
                     " AND t._offset = o._offset"
                 ).fetchall()[0][0]
             )
-        finally:
-            self._con.unregister(_VIEW)
 
     def delete_from(self, partition: int, offset: int) -> None:
         """Reset: dead letters at or after ``offset`` will be read again."""

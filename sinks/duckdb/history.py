@@ -37,3 +37,21 @@ def read(con: Any, spec: TableSpec) -> list[SchemaChange]:
         [spec.pipeline, spec.display_name],
     ).fetchall()
     return [SchemaChange(*row) for row in rows]
+
+
+def created(con: Any, spec: TableSpec) -> bool:
+    """Did this pipeline create its table (which may since have been dropped)?"""
+    rows = con.execute(
+        f"SELECT count(*) FROM {_HISTORY} WHERE pipeline = ? AND table_name = ?"
+        " AND change = 'created'",
+        [spec.pipeline, spec.display_name],
+    ).fetchall()
+    return bool(rows[0][0])
+
+
+def forget(con: Any, spec: TableSpec) -> None:
+    """Delete the history of a table that no longer exists, inside the caller's transaction."""
+    con.execute(
+        f"DELETE FROM {_HISTORY} WHERE pipeline = ? AND table_name = ?",
+        [spec.pipeline, spec.display_name],
+    )

@@ -23,30 +23,32 @@ import pyarrow as pa
 
 from connector.batch import Batch, OffsetRange
 from kafka_etl.errors import (
-    CheckpointConflictError,
     ConfigError,
-    SinkUnavailableError,
+    TerminalError,
     classify,
+    first_line,
 )
 from sinks.base import (
-    CHECKPOINT_TABLE,
     ClosesOnExit,
     SchemaChange,
     TableSpec,
     WriteResult,
     WriteTurn,
     describe_ranges,
+    dropped_table_message,
 )
 from sinks.changes import Changes, reduce_batch
 from sinks.duckdb import history
+from sinks.duckdb.checkpoints import Checkpoints
 from sinks.duckdb.dlq import DeadLetters
-from sinks.duckdb.sql import column_list, qualified, quote
+from sinks.duckdb.sql import column_list, qualified, quote, registered, rollback_quietly
 from sinks.schema import SchemaPlan, plan_schema
+
+log = logging.getLogger(__name__)
 
 _IDENTITY = ("_topic", "_partition", "_offset")
 _BATCH_VIEW = "_kafka_etl_batch"
 _TOMBSTONE_VIEW = "_kafka_etl_tombstones"
-_CHECKPOINTS = quote(CHECKPOINT_TABLE)
 # Aliases for the stored row and the incoming message in the upsert/delete guards.
 _STORED, _INCOMING = quote("_kafka_etl_stored"), quote("_kafka_etl_incoming")
 
@@ -63,8 +65,6 @@ MEMORY_LIMIT = "64MB"
 _CREATING = threading.Lock()
 # DuckDB names the process holding a file's lock: "... Conflicting lock is held in X (PID 123)".
 _LOCK_HOLDER = re.compile(r"held in (.*?) ?\(PID (\d+)\)")
-
-log = logging.getLogger(__name__)
 
 
 def connect(
@@ -92,10 +92,12 @@ def connect(
         try:
             con = duckdb.connect(path, read_only=read_only)
             break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
-                msg = f"duckdb {path}: {str(exc).splitlines()[0]}"
-                raise SinkUnavailableError(msg) from None
+        except duckdb.Error as exc:
+            locked = isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+            if not locked or time.monotonic() >= deadline:
+                # Locked, or out of space replaying the WAL of a run that filled the disk: try
+                # again later; a file that is not a DuckDB database: fix the target.
+                raise classify(exc, f"duckdb {path}") from None
             if not waiting:  # once per wait, not per retry
                 waiting = True
                 holder = _LOCK_HOLDER.search(str(exc))
@@ -142,25 +144,34 @@ class DuckDBSink(ClosesOnExit):
         self.spec = spec
         self.path = path
         self._name = qualified(spec.table, spec.db_schema)
+        self._where = f"duckdb {path}"
         self._con = connect(path, lock_timeout=lock_timeout, settings=settings)
-        with _CREATING:
-            self._con.execute(
-                f"CREATE TABLE IF NOT EXISTS {_CHECKPOINTS} ("
-                " pipeline VARCHAR NOT NULL, topic VARCHAR NOT NULL, partition INTEGER NOT NULL,"
-                " next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL,"
-                " PRIMARY KEY (pipeline, topic, partition))"
-            )
-            self._con.execute(history.CREATE)
-        self._schema = self._read_schema()
+        self._checkpoints = Checkpoints(self._con, spec)
+        try:
+            with _CREATING:
+                self._checkpoints.ensure()
+                self._con.execute(history.CREATE)
+            self._schema = self._read_schema()
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, Exception):
+                raise classify(exc, self._where) from exc
+            raise
         self._dlq = DeadLetters(self._con, spec)
 
     # -- reading ---------------------------------------------------------------------------
     def read_checkpoints(self) -> dict[int, int]:
-        rows = self._con.execute(
-            f"SELECT partition, next_offset FROM {_CHECKPOINTS} WHERE pipeline = ? AND topic = ?",
-            [self.spec.pipeline, self.spec.topic],
-        ).fetchall()
-        return {int(p): int(o) for p, o in rows}
+        try:
+            checkpoints = self._checkpoints.read()
+            if checkpoints and self._schema is None:
+                self._schema = self._read_schema()
+            dropped = bool(checkpoints) and self._schema is None
+            dropped = dropped and history.created(self._con, self.spec)
+        except Exception as exc:
+            raise classify(exc, self._where) from exc
+        if dropped:
+            raise TerminalError(dropped_table_message(self.spec, self._where, checkpoints))
+        return checkpoints
 
     def table_schema(self) -> pa.Schema | None:
         return self._schema
@@ -216,14 +227,14 @@ class DuckDBSink(ClosesOnExit):
         upsert = self.spec.mode == "upsert"
         changes = reduce_batch(batch, plan.rows, self.spec) if upsert else None
         con = self._con
-        con.begin()
         try:
+            con.begin()
             created = self._evolve(plan, describe_ranges(batch.ranges))
             deleted = 0
             if replay:
                 deleted = self._delete_ranges(batch.ranges) if not created else 0
             else:
-                self._advance(batch.ranges)
+                self._checkpoints.advance(batch.ranges)
             if resolve and not upsert and not created and self._schema is not None:
                 deleted += self._dlq.delete_offsets(self._name, batch)
             dead = self._dlq.apply(batch, replay=replay, resolve=resolve)
@@ -233,20 +244,23 @@ class DuckDBSink(ClosesOnExit):
                     deleted += self._apply(changes)
                     written = changes.upserts.num_rows
             elif plan.rows.num_rows:
-                con.register(_BATCH_VIEW, plan.rows)
-                try:
+                with registered(con, _BATCH_VIEW, plan.rows):
                     con.execute(
                         f"INSERT INTO {self._name} BY NAME SELECT * FROM {quote(_BATCH_VIEW)}"
                     )
-                finally:
-                    con.unregister(_BATCH_VIEW)
                 written = plan.rows.num_rows
             con.commit()
         except BaseException as exc:
-            con.rollback()
-            self._schema = self._read_schema()
+            # The failure is what the user hears about: neither a rollback that finds no
+            # transaction (a failed commit) nor a database invalidated by a fatal error (a full
+            # disk while checkpointing) may replace it.
+            rollback_quietly(con)
+            try:
+                self._schema = self._read_schema()
+            except duckdb.Error:
+                self._schema = None
             if isinstance(exc, Exception):
-                raise classify(exc, f"duckdb {self.path}") from exc
+                raise classify(exc, self._where, work="this batch") from exc
             raise
         if created or plan.new_fields or plan.widened:
             self._schema = self._read_schema()
@@ -264,8 +278,7 @@ class DuckDBSink(ClosesOnExit):
         con = self._con
         deleted = 0
         if changes.deletes.num_rows:
-            con.register(_TOMBSTONE_VIEW, changes.deletes)
-            try:
+            with registered(con, _TOMBSTONE_VIEW, changes.deletes):
                 deleted = int(
                     con.execute(
                         f"DELETE FROM {self._name} AS {_STORED}"
@@ -273,8 +286,6 @@ class DuckDBSink(ClosesOnExit):
                         f" WHERE {_STORED}._key = {_INCOMING}._key AND {_newer()}"
                     ).fetchall()[0][0]
                 )
-            finally:
-                con.unregister(_TOMBSTONE_VIEW)
         rows = changes.upserts
         if rows.num_rows == 0:
             return deleted
@@ -285,16 +296,13 @@ class DuckDBSink(ClosesOnExit):
         absent = [n for n in (self._schema.names if self._schema else []) if n not in names]
         updates = [f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in key]
         updates += [f"{quote(n)} = NULL" for n in absent if n not in key]
-        con.register(_BATCH_VIEW, rows)
-        try:
+        with registered(con, _BATCH_VIEW, rows):
             con.execute(
                 f"INSERT INTO {self._name} AS {_STORED} ({column_list(names)})"
                 f" SELECT {column_list(names)} FROM {quote(_BATCH_VIEW)}"
                 f" ON CONFLICT ({column_list(self.spec.key)}) DO UPDATE SET {', '.join(updates)}"
                 f" WHERE {_newer('excluded')}"
             )
-        finally:
-            con.unregister(_BATCH_VIEW)
         return deleted
 
     def _delete_ranges(self, ranges: dict[int, OffsetRange]) -> int:
@@ -322,13 +330,10 @@ class DuckDBSink(ClosesOnExit):
                 return False  # the key columns are known with the first row
             if self.spec.db_schema:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.spec.db_schema)}")
-            con.register(_BATCH_VIEW, rows.schema.empty_table())
-            try:
+            with registered(con, _BATCH_VIEW, rows.schema.empty_table()):
                 con.execute(
                     f"CREATE TABLE {self._name} AS SELECT * FROM {quote(_BATCH_VIEW)} LIMIT 0"
                 )
-            finally:
-                con.unregister(_BATCH_VIEW)
             self._create_index()
             entries = [(f.name, "created", None, str(f.type)) for f in rows.schema]
             history.record(con, self.spec, entries, first_offsets)
@@ -354,15 +359,12 @@ class DuckDBSink(ClosesOnExit):
     def _type_name(self, field: pa.Field) -> str:
         """DuckDB's name for the type of an Arrow field (structs, lists included)."""
         con = self._con
-        con.register(_BATCH_VIEW, pa.schema([field]).empty_table())
-        try:
+        with registered(con, _BATCH_VIEW, pa.schema([field]).empty_table()):
             return str(
                 con.execute(
                     f"DESCRIBE SELECT {quote(field.name)} FROM {quote(_BATCH_VIEW)}"
                 ).fetchall()[0][1]
             )
-        finally:
-            con.unregister(_BATCH_VIEW)
 
     def _index_name(self, *, bare: bool = False) -> str:
         # Upsert tables: DuckDB cannot update indexed columns in ON CONFLICT, so only the key
@@ -380,41 +382,13 @@ class DuckDBSink(ClosesOnExit):
             f" ({column_list(unique)})"
         )
 
-    def _advance(self, ranges: dict[int, OffsetRange]) -> None:
-        """Compare-and-set each partition's checkpoint from ``first`` to ``next``."""
-        con = self._con
-        for r in ranges.values():
-            updated = con.execute(
-                f"UPDATE {_CHECKPOINTS} SET next_offset = ?, updated_at = now()"
-                " WHERE pipeline = ? AND topic = ? AND partition = ? AND next_offset = ?",
-                [r.next, self.spec.pipeline, self.spec.topic, r.partition, r.first],
-            ).fetchall()[0][0]
-            if updated == 1:
-                continue
-            current = con.execute(
-                f"SELECT next_offset FROM {_CHECKPOINTS}"
-                " WHERE pipeline = ? AND topic = ? AND partition = ?",
-                [self.spec.pipeline, self.spec.topic, r.partition],
-            ).fetchall()
-            if current:
-                raise CheckpointConflictError(self._conflict_message(r, int(current[0][0])))
-            con.execute(
-                f"INSERT INTO {_CHECKPOINTS} VALUES (?, ?, ?, ?, now())",
-                [self.spec.pipeline, self.spec.topic, r.partition, r.next],
-            )
-
-    def _conflict_message(self, r: OffsetRange, current: int) -> str:
-        return (
-            f"pipeline {self.spec.pipeline!r}: {self.spec.topic}/{r.partition} checkpoint moved"
-            f" to {current} while this run was loading from {r.first} (another run of the same"
-            " pipeline?); nothing from this batch was committed"
-        )
-
     def reset(self, offsets: dict[int, int], *, dry_run: bool = False) -> int:
         con = self._con
         deleted = 0
-        con.begin()
         try:
+            con.begin()
+            if self._schema is None:
+                history.forget(con, self.spec)  # a dropped table's columns are gone with it
             for partition, offset in sorted(offsets.items()):
                 if self._schema is not None and self.spec.mode == "append":
                     deleted += int(
@@ -426,24 +400,24 @@ class DuckDBSink(ClosesOnExit):
                     )
                 if self._dlq.exists():
                     self._dlq.delete_from(partition, offset)
-                con.execute(
-                    f"INSERT INTO {_CHECKPOINTS} VALUES (?, ?, ?, ?, now())"
-                    " ON CONFLICT DO UPDATE SET next_offset = excluded.next_offset,"
-                    " updated_at = excluded.updated_at",
-                    [self.spec.pipeline, self.spec.topic, partition, offset],
-                )
+                self._checkpoints.set(partition, offset)
             if dry_run:
                 con.rollback()
             else:
                 con.commit()
         except Exception as exc:
-            con.rollback()
-            raise classify(exc, f"duckdb {self.path}") from exc
+            rollback_quietly(con)
+            raise classify(exc, self._where, work="this reset") from exc
         return deleted
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
-        self._con.close()
+        # Often called while a failure propagates; and whatever committed is durable in the
+        # write-ahead log even if closing cannot checkpoint it into the file.
+        try:
+            self._con.close()
+        except duckdb.Error as exc:
+            log.warning("closing %s: %s", self._where, first_line(exc))
 
 
 def _newer(incoming: str = _INCOMING) -> str:

@@ -1,4 +1,5 @@
-"""Identifier quoting for DuckDB statements, done by SQLAlchemy's PostgreSQL preparer.
+"""Identifier quoting for DuckDB statements, done by SQLAlchemy's PostgreSQL preparer, and the
+cleanup that must never hide the error it cleans up after.
 
 DuckDB follows PostgreSQL's identifier rules (double quotes, doubled to escape), so the
 statements below never interpolate a name that has not been through the preparer, and every
@@ -7,6 +8,12 @@ value is a bound ``?`` parameter.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import duckdb
+import pyarrow as pa
 from sqlalchemy.dialects import postgresql
 
 _preparer = postgresql.dialect().identifier_preparer
@@ -23,3 +30,25 @@ def qualified(table: str, schema: str | None) -> str:
 
 def column_list(names: list[str] | tuple[str, ...]) -> str:
     return ", ".join(quote(n) for n in names)
+
+
+def rollback_quietly(con: Any) -> None:
+    """Roll back after a failure whose own exception is the one to report. After a failed
+    commit DuckDB has no transaction left to roll back, and after a fatal error (a disk that
+    filled up while it checkpointed) the database refuses every further call."""
+    with contextlib.suppress(duckdb.Error):
+        con.rollback()
+
+
+@contextlib.contextmanager
+def registered(con: Any, name: str, table: pa.Table) -> Iterator[None]:
+    """``table`` visible to SQL as view ``name`` for the block. If the block fails, failing to
+    unregister (the database may be invalidated by then) does not replace its exception."""
+    con.register(name, table)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.unregister(name)
+        raise
+    con.unregister(name)

@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from sinks.duckdb.sql import registered
 from sinks.sql.types import stored_as_json
 
 _VIEW = "_kafka_etl_nested"
@@ -47,11 +48,8 @@ class JsonText:
         names = [f"c{i}" for i in nested]
         source = pa.table([rows.column(i) for i in nested], names=names)
         select = ", ".join(f"CAST(to_json({n}) AS VARCHAR) AS {n}" for n in names)
-        con.register(_VIEW, source)
-        try:
+        with registered(con, _VIEW, source):
             text = con.sql(f"SELECT {select} FROM {_VIEW}").to_arrow_table()
-        finally:
-            con.unregister(_VIEW)
         for i, name in zip(nested, names, strict=True):
             rows = rows.set_column(i, rows.schema.field(i).name, text.column(name))
         return rows

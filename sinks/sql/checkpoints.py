@@ -17,24 +17,90 @@ failure or deadlock, which rolls back as well (classified as transient).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import ExecutableDDLElement
+from sqlalchemy.sql.compiler import DDLCompiler
 
 from connector.batch import OffsetRange
 from kafka_etl.errors import CheckpointConflictError
-from sinks.base import TableSpec
+from sinks.base import CHECKPOINT_TABLE, TableSpec
+from sinks.sql import tables
+from sinks.sql.types import is_mysql
+
+# What rows written before checkpoints named their table hold until their pipeline claims them.
+UNCLAIMED = ""
 
 
 class Checkpoints:
-    """One pipeline's rows of ``_kafka_etl_checkpoints``."""
+    """One pipeline's rows of ``_kafka_etl_checkpoints``: those of its topic and table.
+
+    The table is part of the key: a pipeline pointed at another table has no checkpoint there
+    and loads it from its ``start``, while the old table's checkpoint stays as it was.
+    """
 
     def __init__(self, table: sa.Table, spec: TableSpec) -> None:
         self.table = table
         self.spec = spec
         c = table.c
-        self._mine = sa.and_(c.pipeline == spec.pipeline, c.topic == spec.topic)
+        self._mine = sa.and_(
+            c.pipeline == spec.pipeline,
+            c.topic == spec.topic,
+            c.table_name == spec.display_name,
+        )
+
+    def ensure(self, conn: Connection) -> None:
+        """Create the table, or bring one written before checkpoints named their table up to
+        date, and claim this pipeline's rows of that time for its current table.
+
+        Migrating adds ``table_name`` to the primary key. PostgreSQL and MySQL/MariaDB do it
+        in one ``ALTER TABLE`` (atomic on InnoDB, whose DDL commits at once; in the caller's
+        transaction on PostgreSQL); SQLite and others rebuild the table in the transaction.
+        The added column holds ``''`` for the rows of other pipelines, which each claims on
+        its own first open (by then its rows are still those of its current table).
+        """
+        spec, dialect = self.spec, conn.dialect
+        self.table.create(conn, checkfirst=True)
+        inspector = sa.inspect(conn)
+        columns = {c["name"] for c in inspector.get_columns(CHECKPOINT_TABLE, spec.db_schema)}
+        if "table_name" not in columns:
+            if dialect.name == "postgresql" or is_mysql(dialect):
+                pk = inspector.get_pk_constraint(CHECKPOINT_TABLE, spec.db_schema).get("name")
+                conn.execute(_AddTableToKey(self.table, pk))
+            else:
+                self._rebuild(conn)
+        c = self.table.c
+        unclaimed = sa.and_(
+            c.pipeline == spec.pipeline, c.topic == spec.topic, c.table_name == UNCLAIMED
+        )
+        if conn.execute(sa.select(sa.func.count()).where(unclaimed)).scalar():
+            conn.execute(
+                sa.update(self.table).where(unclaimed).values(table_name=spec.display_name)
+            )
+
+    def _rebuild(self, conn: Connection) -> None:
+        """A copy with the new key replaces the old-layout table (same transaction)."""
+        migrating = f"{CHECKPOINT_TABLE}__migrating"
+        copy = tables.checkpoint_table(self.spec, conn.dialect, migrating)
+        copy.create(conn)
+        names = ("pipeline", "topic", "partition", "next_offset", "updated_at")
+        old = sa.table(CHECKPOINT_TABLE, *map(sa.column, names), schema=self.spec.db_schema)
+        o = old.c
+        rows = sa.select(
+            o.pipeline,
+            o.topic,
+            sa.literal(UNCLAIMED, sa.String()).label("table_name"),
+            o.partition,
+            o.next_offset,
+            o.updated_at,
+        )
+        conn.execute(sa.insert(copy).from_select([c.name for c in copy.columns], rows))
+        conn.execute(sa.schema.DropTable(self.table))
+        conn.execute(tables.RenameTable(copy, CHECKPOINT_TABLE))
 
     def read(self, conn: Connection) -> dict[int, int]:
         c = self.table.c
@@ -85,6 +151,7 @@ class Checkpoints:
         return {
             "pipeline": self.spec.pipeline,
             "topic": self.spec.topic,
+            "table_name": self.spec.display_name,
             "partition": partition,
             "next_offset": offset,
             "updated_at": now,
@@ -115,3 +182,29 @@ class Checkpoints:
         # SQLAlchemy keeps an INSERT's rowcount only when asked to.
         result = conn.execute(stmt, execution_options={"preserve_rowcount": True})
         return bool(result.rowcount == 1)
+
+
+class _AddTableToKey(ExecutableDDLElement):
+    """Add ``table_name`` (``''`` for the rows there are) and put it in the primary key."""
+
+    inherit_cache = False
+
+    def __init__(self, table: sa.Table, primary_key: str | None) -> None:
+        self.table = table
+        self.primary_key = primary_key
+
+
+@compiles(_AddTableToKey)
+def _add_table_to_key(element: _AddTableToKey, compiler: DDLCompiler, **kw: Any) -> str:
+    preparer = compiler.preparer
+    column = tables.checkpoint_table_column(compiler.dialect, server_default=UNCLAIMED)
+    sa.Table(element.table.name, sa.MetaData(), column, schema=element.table.schema)
+    spec = compiler.get_column_specification(column)
+    key = ", ".join(preparer.quote(n) for n in tables.CHECKPOINT_KEY)
+    if is_mysql(compiler.dialect):
+        drop = "DROP PRIMARY KEY"
+        spec += f" AFTER {preparer.quote('topic')}"
+    else:
+        drop = f"DROP CONSTRAINT {preparer.quote(element.primary_key or '')}"
+    table = preparer.format_table(element.table)
+    return f"ALTER TABLE {table} ADD COLUMN {spec}, {drop}, ADD PRIMARY KEY ({key})"

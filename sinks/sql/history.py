@@ -89,3 +89,22 @@ class SchemaHistory:
             .order_by(c.applied_at, c.position)
         )
         return [SchemaChange(*row) for row in conn.execute(query)]
+
+    def created(self, conn: Connection) -> bool:
+        """Did this pipeline create its table (which may since have been dropped)?"""
+        c = self.table.c
+        query = sa.select(sa.func.count()).where(
+            c.pipeline == self.spec.pipeline,
+            c.table_name == self.spec.display_name,
+            c.change == "created",
+        )
+        return bool(conn.execute(query).scalar())
+
+    def forget(self, conn: Connection) -> None:
+        """Delete the history of a table that no longer exists, in the caller's transaction."""
+        c = self.table.c
+        conn.execute(
+            sa.delete(self.table).where(
+                c.pipeline == self.spec.pipeline, c.table_name == self.spec.display_name
+            )
+        )

@@ -17,6 +17,7 @@ connection and transaction that applied it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,7 +28,15 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 
 from connector.batch import Batch
-from kafka_etl.errors import CheckpointConflictError, ConfigError, classify, raced
+from kafka_etl.errors import (
+    CheckpointConflictError,
+    ConfigError,
+    TerminalError,
+    classify,
+    raced,
+    redact,
+)
+from kafka_etl.extras import extra_for, missing_extra_message
 from sinks.base import (
     ClosesOnExit,
     SchemaChange,
@@ -35,6 +44,7 @@ from sinks.base import (
     WriteResult,
     WriteTurn,
     describe_ranges,
+    dropped_table_message,
 )
 from sinks.changes import Changes, reduce_batch
 from sinks.schema import SchemaPlan, plan_schema
@@ -65,7 +75,7 @@ class SqlSink(ClosesOnExit):
     ) -> None:
         """``fast_path=False`` writes with executemany on PostgreSQL too (for comparison)."""
         self.spec = spec
-        self.where = url.render_as_string(hide_password=True)
+        self.where = redact(url.render_as_string(hide_password=False))
         self._engine = make_engine(url, lock_timeout)
         self._json = JsonText()
         self.max_in_flight = 1
@@ -93,11 +103,12 @@ class SqlSink(ClosesOnExit):
             self._history = SchemaHistory(history_table(spec, dialect), spec)
             with self._engine.begin() as conn, tables.creating(conn, "bookkeeping tables"):
                 tables.ensure_schema(conn, spec)
-                self._checkpoints.table.create(conn, checkfirst=True)
+                self._checkpoints.ensure(conn)
                 self._history.table.create(conn, checkfirst=True)
             self._table, self._schema = self._reflect()
         except BaseException as exc:
-            self.close()
+            with contextlib.suppress(Exception):  # the failure to open is the one to report
+                self.close()
             if isinstance(exc, Exception):
                 raise classify(exc, self.where) from exc
             raise
@@ -111,10 +122,16 @@ class SqlSink(ClosesOnExit):
         try:
             with self._engine.connect() as conn:
                 checkpoints = self._checkpoints.read(conn)
-                self._known_partitions.update(checkpoints)
-                return checkpoints
+                if checkpoints and self._table is None:
+                    self._table, self._schema = self._reflect(conn)
+                dropped = bool(checkpoints) and self._table is None
+                dropped = dropped and self._history.created(conn)
         except Exception as exc:
             raise classify(exc, self.where) from exc
+        if dropped:
+            raise TerminalError(dropped_table_message(self.spec, self.where, checkpoints))
+        self._known_partitions.update(checkpoints)
+        return checkpoints
 
     def table_schema(self) -> pa.Schema | None:
         return self._schema
@@ -165,7 +182,7 @@ class SqlSink(ClosesOnExit):
             except Exception:  # the database is gone; the original error says why
                 self._table = self._schema = None
             if isinstance(exc, Exception):
-                raise classify(exc, self.where) from exc
+                raise classify(exc, self.where, work="this batch") from exc
             raise
 
     def read_dead_letters(self, limit: int | None = None) -> pa.Table:
@@ -357,6 +374,8 @@ class SqlSink(ClosesOnExit):
         deleted = 0
         try:
             with self._engine.connect() as conn, conn.begin() as transaction:
+                if self._table is None:
+                    self._history.forget(conn)  # a dropped table's columns are gone with it
                 for partition, offset in sorted(offsets.items()):
                     if self._table is not None and self.spec.mode == "append":
                         c = self._table.c
@@ -373,7 +392,7 @@ class SqlSink(ClosesOnExit):
                 if dry_run:
                     transaction.rollback()
         except Exception as exc:
-            raise classify(exc, self.where) from exc
+            raise classify(exc, self.where, work="this reset") from exc
         return deleted
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -388,7 +407,7 @@ def make_engine(url: URL, lock_timeout: float = 60.0) -> Engine:
     backend = url.get_backend_name()
     if backend == "sqlite":
         options["connect_args"] = {"timeout": lock_timeout}
-    where = url.render_as_string(hide_password=True)
+    where = redact(url.render_as_string(hide_password=False))
     try:
         engine = sa.create_engine(url, **options)
     except sa.exc.NoSuchModuleError:
@@ -398,8 +417,11 @@ def make_engine(url: URL, lock_timeout: float = 60.0) -> Engine:
         )
         raise ConfigError(msg) from None
     except ImportError as exc:
+        extra = extra_for(exc.name)
         msg = (
-            f"target {where}: the database driver {exc.name or url.get_driver_name()!r}"
+            missing_extra_message(f"target {where}", extra)
+            if extra
+            else f"target {where}: the database driver {exc.name or url.get_driver_name()!r}"
             " is not installed"
         )
         raise ConfigError(msg) from None

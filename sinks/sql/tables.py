@@ -4,7 +4,8 @@
   primary key ``(_topic, _partition, _offset)`` (a replay can never duplicate a row), upsert
   tables the primary key of their ``key:`` columns, plus an index on ``_key`` when tombstones
   delete rows.
-* ``_kafka_etl_checkpoints``: the same columns as the DuckDB sink's, in the pipeline's schema.
+* ``_kafka_etl_checkpoints``: the same columns as the DuckDB sink's, in the pipeline's schema
+  (``sinks.sql.checkpoints`` migrates the older layout without ``table_name``).
 * New columns: ``ALTER TABLE ... ADD COLUMN`` compiled by the dialect's own DDL compiler.
 * Widened columns: PostgreSQL ``ALTER COLUMN ... TYPE ... USING``, MySQL/MariaDB ``MODIFY
   COLUMN``; SQLite has no way to change a declared type, so the table is rebuilt (create a copy
@@ -16,6 +17,7 @@ reject are refused here with one line naming the pipeline and the name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +45,7 @@ IDENTITY = ("_topic", "_partition", "_offset")
 APPEND_KEY = ("_offset", "_partition", "_topic")
 _KAFKA_TOPIC_CHARS = 249
 _PIPELINE_CHARS = 255
+_TABLE_NAME_CHARS = 64 + 1 + 64  # schema.table at MySQL's identifier limits
 _KEY_PREFIX_CHARS = 255
 
 
@@ -141,26 +144,40 @@ def check_fields(fields: tuple[pa.Field, ...], spec: TableSpec, dialect: Dialect
             raise SchemaConflictError(msg)
 
 
-def checkpoint_table(spec: TableSpec, dialect: Dialect) -> sa.Table:
-    exact = exact_collation(dialect)
-    if is_mysql(dialect):
-        pipeline_type: Any = sa.String(_PIPELINE_CHARS, collation=exact)
-        topic_type: Any = sa.String(_KAFKA_TOPIC_CHARS, collation=exact)
-    else:
-        pipeline_type = topic_type = sa.Text()
+CHECKPOINT_KEY = ("pipeline", "topic", "table_name", "partition")
+
+
+def checkpoint_table(spec: TableSpec, dialect: Dialect, name: str = CHECKPOINT_TABLE) -> sa.Table:
+    """``_kafka_etl_checkpoints``: a next offset per pipeline, topic, table and partition."""
     return sa.Table(
-        CHECKPOINT_TABLE,
+        name,
         sa.MetaData(),
-        sa.Column("pipeline", pipeline_type, nullable=False),
-        sa.Column("topic", topic_type, nullable=False),
+        sa.Column("pipeline", _name_type(dialect, _PIPELINE_CHARS), nullable=False),
+        sa.Column("topic", _name_type(dialect, _KAFKA_TOPIC_CHARS), nullable=False),
+        checkpoint_table_column(dialect),
         sa.Column("partition", sa.Integer(), nullable=False),
         sa.Column("next_offset", sa.BigInteger(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("pipeline", "topic", "partition"),
+        sa.PrimaryKeyConstraint(*CHECKPOINT_KEY),
         schema=spec.db_schema,
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
+
+
+def checkpoint_table_column(dialect: Dialect, server_default: str | None = None) -> sa.Column[Any]:
+    """The table a checkpoint belongs to (its display name, ``schema.table``)."""
+    return sa.Column(
+        "table_name",
+        _name_type(dialect, _TABLE_NAME_CHARS),
+        nullable=False,
+        server_default=server_default,
+    )
+
+
+def _name_type(dialect: Dialect, chars: int) -> Any:
+    # MySQL/MariaDB index only bounded strings, compared exactly (the key is case-sensitive).
+    return sa.String(chars, collation=exact_collation(dialect)) if is_mysql(dialect) else sa.Text()
 
 
 def in_key_order(table: sa.Table, rows: pa.Table) -> pa.Table:
@@ -380,10 +397,15 @@ def creating(conn: Connection, what: str) -> Iterator[None]:
         if got != 1:
             msg = f"waited {_CREATE_LOCK_SECONDS}s for another writer creating {what}"
             raise SinkUnavailableError(msg)
+        release = sa.select(sa.func.release_lock(name))
         try:
             yield
-        finally:
-            conn.execute(sa.select(sa.func.release_lock(name)))
+        except BaseException:
+            # The failure is the one to report; the server frees the lock with the session.
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                conn.execute(release)
+            raise
+        conn.execute(release)
     else:
         yield
 

@@ -1,6 +1,7 @@
 """Pipelines as Dagster assets, materialized in process against the real broker."""
 
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from dagster_project import (
     PipelineTranslatorData,
     kafka_etl_assets,
 )
+from dagster_project.resource import LiteralSecretWarning
 from pipelines.config import load_project
 from tests.dagster.support import (
     EVENTS,
@@ -142,8 +144,11 @@ def test_no_connection_secret_reaches_metadata_or_logs(
         {"events": {"topic": topic, "target": TARGET, "table": "events"}},
     )
     # The password is set but unused (PLAINTEXT listener): it must still never be shown.
-    defs = definitions(path, sasl_username="etl", sasl_password=EnvVar("KAFKA_ETL_TEST_PASSWORD"))
-    with DagsterInstance.ephemeral() as instance:
+    with warnings.catch_warnings(record=True) as warned, DagsterInstance.ephemeral() as instance:
+        warnings.simplefilter("always")
+        defs = definitions(
+            path, sasl_username="etl", sasl_password=EnvVar("KAFKA_ETL_TEST_PASSWORD")
+        )
         result = materialize(
             [defs.resolve_assets_def(EVENTS)],
             selection=[EVENTS],
@@ -151,12 +156,16 @@ def test_no_connection_secret_reaches_metadata_or_logs(
         )
         assert result.success
         logged = [repr(r) for r in instance.all_logs(result.run_id)]
+    # An EnvVar is no literal secret, not even once Dagster has resolved it at run time.
+    assert not [w for w in warned if issubclass(w.category, LiteralSecretWarning)]
     assert logged and not any(secret in line for line in logged)
     captured = capfd.readouterr()
     assert secret not in captured.out + captured.err
     # Not vacuous: the password does reach the consumer settings, in memory only.
-    in_memory = resource(path, sasl_username="etl", sasl_password=secret).load_project()
-    assert in_memory.kafka["sasl.password"] == secret
+    with pytest.warns(LiteralSecretWarning, match="sasl_password is a literal secret"):
+        in_memory = resource(path, sasl_username="etl", sasl_password=secret).load_project()
+    assert secret not in repr(in_memory) + in_memory.model_dump_json()
+    assert in_memory.consumer_settings(in_memory.pipeline("events"))["sasl.password"] == secret
 
 
 def test_the_factory_used_directly_as_in_the_readme(

@@ -57,6 +57,8 @@ def test_each_pipeline_is_an_asset_described_from_its_yaml(tmp_path: Path) -> No
     [
         ("owners", ["bob"], "field 'owners': 'bob' is neither an email address nor 'team:<name>'"),
         ("schedule", "0 0 * * * *", "field 'schedule'"),
+        ("schedule", "0 0 30 2 *", "field 'schedule': '0 0 30 2 *' is not a cron schedule"),
+        ("schedule_timezone", "Mars/Olympus", "field 'schedule_timezone': unknown time zone"),
     ],
 )
 def test_definition_mistakes_name_the_file_pipeline_and_field(

@@ -46,7 +46,7 @@ def test_a_pipeline_can_name_its_own_registry(tmp_path: Path) -> None:
         schema_registry={"url": "http://sr"},
     )
     settings = load_project(path).pipeline("p").schema_registry
-    assert settings is not None and settings.url == "http://other:8081"
+    assert settings is not None and settings.url.get_secret_value() == "http://other:8081"
 
 
 def test_avro_schema_file_is_relative_to_the_pipelines_file(tmp_path: Path) -> None:

@@ -213,28 +213,87 @@ def test_corpus_of_bad_messages_lands_in_the_dlq_and_every_good_one_once(
 # -- max_error_ratio -------------------------------------------------------------------------
 
 
-def test_too_many_bad_messages_fail_the_run_and_commit_nothing(
+def test_one_bad_message_in_a_small_batch_is_dead_lettered_and_the_rest_load(
     tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory
 ) -> None:
+    """11 messages (what a 5-minute schedule or a lag sensor hands a run), one bad: with the
+    default max_error_ratio 0.01 the run counts as at least 1,000 messages, so it loads."""
     topic = topic_factory(1)
-    messages: list[Message] = [(good(i), None, None) for i in range(100)]
-    for offset in (10, 20, 30):
-        messages[offset] = (b"not json", None, None)
+    messages: list[Message] = [(good(i), None, None) for i in range(11)]
+    messages[6] = (b"not json", None, None)
     produce_raw(kafka_bootstrap, topic, messages)
     target = "duckdb:///w.duckdb"
     body = {"topic": topic, "target": target, "table": "events", "on_error": "dlq"}
-    project = project_for(write_pipelines(tmp_path, kafka_bootstrap, {"events": body}))
+    config = write_pipelines(tmp_path, kafka_bootstrap, {"events": body})
 
-    with pytest.raises(TerminalError) as failed:
-        run_pipeline(project, "events")
-    assert str(failed.value).startswith("pipeline 'events': 3 of 100 messages")
-    assert f"{topic}/0@10" in str(failed.value)
-    assert "max_error_ratio 0.01" in str(failed.value)
+    done = cli(config, "run", "events", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["rows"], summary["dead_lettered"]) == (10, 1)
+    assert table_offsets(target, tmp_path, "events") == [(0, o) for o in range(11) if o != 6]
+    assert list(dead_letters(target, tmp_path, "events")) == [6]
+    assert checkpoints(target, tmp_path, "events", topic) == {0: 11}
+
+
+@pytest.mark.parametrize(
+    ("count", "bad_every"),
+    [pytest.param(2000, 1, id="2000-all-bad"), pytest.param(5000, 2, id="half-of-5000-bad")],
+)
+def test_a_systematic_problem_still_fails_the_run_and_commits_nothing(
+    tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory, count: int, bad_every: int
+) -> None:
+    topic = topic_factory(1)
+    messages: list[Message] = [
+        (b"not json" if i % bad_every == 0 else good(i), None, None) for i in range(count)
+    ]
+    produce_raw(kafka_bootstrap, topic, messages)
+    target = "duckdb:///w.duckdb"
+    body = {"topic": topic, "target": target, "table": "events", "on_error": "dlq"}
+    config = write_pipelines(tmp_path, kafka_bootstrap, {"events": body})
+
+    done = cli(config, "run", "events")
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    bad = count // bad_every
+    assert lines[0].startswith(
+        f"kafka-etl: error: pipeline 'events': {bad:,} of the {count:,} messages read so far"
+    )
+    assert "more than max_error_ratio 0.01 allows (of at least 1,000 messages" in lines[0]
+    assert f"first bad one of this batch: {topic}/0@0: not a valid JSON object" in lines[0]
+    assert lines[0].endswith("nothing from this batch was committed")
     assert checkpoints(target, tmp_path, "events", topic) == {}
+    assert table_offsets(target, tmp_path, "events") == []
 
-    body["max_error_ratio"] = 0.05
+
+def test_the_error_budget_counts_over_the_run_not_the_batch(
+    tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    """Batches of 11 with one bad message each: every batch alone is within the budget, but
+    the run's bad messages pass 10 (1% of at least 1,000) at the 11th batch, which fails and
+    commits nothing; the 10 before it committed, their dead letters with them."""
+    topic = topic_factory(1)
+    messages: list[Message] = [
+        (b"not json" if i % 11 == 5 else good(i), None, None) for i in range(11 * 20)
+    ]
+    produce_raw(kafka_bootstrap, topic, messages)
+    target = "duckdb:///w.duckdb"
+    body = {
+        "topic": topic,
+        "target": target,
+        "table": "events",
+        "on_error": "dlq",
+        "batch_max_rows": 11,
+    }
     project = project_for(write_pipelines(tmp_path, kafka_bootstrap, {"events": body}))
-    assert run_pipeline(project, "events").dead_lettered == 3
+    with pytest.raises(TerminalError, match="11 of the 121 messages read so far"):
+        run_pipeline(project, "events")
+    assert checkpoints(target, tmp_path, "events", topic) == {0: 110}
+    assert len(dead_letters(target, tmp_path, "events")) == 10
+
+    body["min_messages_for_ratio"] = 100_000  # allows 1,000 bad messages
+    project = project_for(write_pipelines(tmp_path, kafka_bootstrap, {"events": body}))
+    assert run_pipeline(project, "events").dead_lettered == 10
 
 
 # -- infrastructure errors are never dead letters --------------------------------------------
@@ -323,6 +382,7 @@ def test_pipelines_file_accepts_the_dlq_settings(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(document))
     pipeline = project_for(path).pipeline("a")
     assert (pipeline.on_error, pipeline.max_error_ratio) == ("fail", 0.01)
+    assert pipeline.min_messages_for_ratio == 1000
 
 
 def test_upsert_tables_dead_letter_too_and_a_backfill_does_not_duplicate(

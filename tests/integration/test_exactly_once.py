@@ -41,8 +41,7 @@ def _config(
     return write_pipelines(tmp_path, bootstrap, {"events": body})
 
 
-@pytest.mark.slow
-@sinks("duckdb", "postgresql")  # PostgreSQL: two batches in flight at once on two connections
+@pytest.mark.slow  # every sink; PostgreSQL has two batches in flight at once on two connections
 def test_sigkill_at_random_moments_never_loses_or_duplicates(
     tmp_path: Path,
     kafka_bootstrap: str,

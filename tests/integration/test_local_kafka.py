@@ -41,3 +41,33 @@ def test_start_status_stop(state_dir: str) -> None:
     assert local_kafka("stop", "--dir", state_dir).returncode == 0
     assert local_kafka("status", "--dir", state_dir).returncode == 3
     assert local_kafka("stop", "--dir", state_dir).returncode == 0  # idempotent
+
+
+def test_secure_start_adds_listeners_and_stays_idempotent(state_dir: str) -> None:
+    plain = local_kafka("start", "--dir", state_dir)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.splitlines() == [plain.stdout.splitlines()[-1]]  # only the bootstrap
+    bootstrap = plain.stdout.splitlines()[-1]
+
+    secure = local_kafka("start", "--secure", "--dir", state_dir)  # restarts with more listeners
+    assert secure.returncode == 0, secure.stderr
+    lines = secure.stdout.splitlines()
+    assert lines[-1] == bootstrap
+    kv = dict(line.split("=", 1) for line in lines[:-1])
+    assert set(kv) == {
+        "SASL_PLAINTEXT", "SASL_SSL", "SSL", "SASL_MECHANISM", "SASL_USERNAME", "SASL_PASSWORD",
+        "SSL_CA_LOCATION", "SSL_CERTIFICATE_LOCATION", "SSL_KEY_LOCATION",
+    }  # fmt: skip
+    assert kv["SASL_MECHANISM"] == "SCRAM-SHA-512"
+    for name in ("SSL_CA_LOCATION", "SSL_CERTIFICATE_LOCATION", "SSL_KEY_LOCATION"):
+        assert Path(kv[name]).is_file() and Path(kv[name]).is_relative_to(state_dir)
+    assert (Path(state_dir) / "secure.env").read_text().splitlines() == lines[:-1]
+
+    # Reused as it is, with or without --secure; status names the same listeners.
+    for args in (["--secure"], []):
+        again = local_kafka("start", *args, "--dir", state_dir)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.splitlines() == lines
+        assert "already running" in again.stderr
+    status = local_kafka("status", "--dir", state_dir)
+    assert status.returncode == 0 and status.stdout.splitlines()[1:] == lines

@@ -282,7 +282,12 @@ def test_two_first_writers_of_a_new_partition_cannot_both_commit(
             tx = holder.begin()
             holder.execute(
                 sa.insert(_checkpoints()).values(
-                    pipeline="p", topic=TOPIC, partition=3, next_offset=4, updated_at=sa.func.now()
+                    pipeline="p",
+                    topic=TOPIC,
+                    table_name="t",
+                    partition=3,
+                    next_offset=4,
+                    updated_at=sa.func.now(),
                 )
             )
 
@@ -310,7 +315,7 @@ def test_two_first_writers_of_a_new_partition_cannot_both_commit(
 
 
 def _checkpoints() -> sa.TableClause:
-    names = ("pipeline", "topic", "partition", "next_offset", "updated_at")
+    names = ("pipeline", "topic", "table_name", "partition", "next_offset", "updated_at")
     return sa.table("_kafka_etl_checkpoints", *(sa.column(n) for n in names))
 
 

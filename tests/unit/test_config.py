@@ -69,7 +69,7 @@ def test_a_good_file_loads_with_interpolation_and_defaults(tmp_path: Path) -> No
         ),
         pytest.param(
             ('"*/5 * * * *"', '"every five minutes"'),
-            "pipeline 'user_events', field 'schedule': not a cron expression",
+            "pipeline 'user_events', field 'schedule': 'every five minutes' is not a cron schedule",
             id="bad-cron",
         ),
         pytest.param(
@@ -145,3 +145,94 @@ def test_schema_evolution_settings_default_to_refusing_and_not_flattening(tmp_pa
         False,
         0,
     )
+
+
+# Cron schedules: what kafka-etl accepts, Dagster accepts (its own check, on the same strings).
+CRONS_BOTH_ACCEPT = [
+    "*/5 * * * *",
+    "0 0 * * *",
+    "@daily",
+    "@hourly",
+    "@weekly",
+    "@monthly",
+    "@yearly",
+    "@annually",
+    "@midnight",
+    "0 0 L * *",
+    "0 0 1,L * *",
+    "0 0 * * 1#2",
+    "0 0 ? * *",
+    "*/100 * * * *",
+    "5-2 * * * *",
+    "0 0 * jan-mar mon-fri",
+    "0 0 * JAN MON",
+    "0 0 29 2 *",
+    "0 0 * * 7",
+    "0 0 * * 0-7",
+    "1,2,3 * * * *",
+    "1-10/2 * * * *",
+    "  */5  *  * * *  ",
+    "0 0 * * sat-sun",
+    "0-59/15 * * * *",
+    "1/2 * * * *",
+    "0 0 1-31/2 * *",
+    "0 0 * * MON-FRI/2",
+    "*/5 */2 */3 */4 */3",
+    "00 00 * * *",
+    "0 0 * * mon-7",
+]
+CRONS_BOTH_REFUSE = [
+    "99 99 * * *",
+    "0 0 * * * *",
+    "* * * * * *",
+    "0 0 1 1",
+    "@reboot",
+    "0 0 * * 5L",
+    "*/0 * * * *",
+    "0 0 30 2 *",
+    "0 0 31 2 *",
+    "0 0 0 * *",
+    "0 0 32 * *",
+    "0 24 * * *",
+    "60 * * * *",
+    "0 0 * 13 *",
+    "0 0 * * 8",
+    "a * * * *",
+    "1- * * * *",
+    "-1 * * * *",
+    "H * * * *",
+    "0 0 15W * *",
+    "0 0 LW * *",
+    "0 0 L-2 * *",
+    "0 0 * * 1#6",
+    "0 0 * * */0",
+    "every five minutes",
+    "",
+]
+CRONS_ONLY_DAGSTER_ACCEPTS = ["R * * * *"]  # croniter's random minute: refused, deliberately
+
+
+@pytest.mark.parametrize("expression", CRONS_BOTH_ACCEPT + CRONS_BOTH_REFUSE)
+def test_cron_check_agrees_with_dagster(expression: str) -> None:
+    from dagster._utils.schedules import is_valid_cron_string
+
+    from pipelines.checks import cron
+
+    try:
+        cron(expression)
+        ours = True
+    except ValueError:
+        ours = False
+    assert ours == is_valid_cron_string(expression)
+    assert ours == (expression in CRONS_BOTH_ACCEPT)
+
+
+def test_the_cron_subset_refuses_only_what_it_says() -> None:
+    from dagster._utils.schedules import is_valid_cron_string
+
+    from pipelines.checks import cron
+
+    for expression in CRONS_ONLY_DAGSTER_ACCEPTS:
+        assert is_valid_cron_string(expression)
+        with pytest.raises(ValueError, match="not a cron schedule"):
+            cron(expression)

@@ -11,7 +11,12 @@ import pytest
 from connector.batch import Batch, OffsetRange
 from connector.reader import RawBatch
 from kafka_etl.errors import SchemaConflictError, TerminalError
-from pipelines.conflicts import SCHEMA_CONFLICT, check_error_ratio, set_aside_conflicts
+from pipelines.conflicts import (
+    SCHEMA_CONFLICT,
+    ErrorBudget,
+    charge_conflicts,
+    set_aside_conflicts,
+)
 from sinks.base import TableSpec
 
 TABLE = pa.schema([("_topic", pa.string()), ("_partition", pa.int32()), ("_offset", pa.int64())])
@@ -73,9 +78,53 @@ def test_a_conflict_on_a_kafka_coordinate_is_not_set_aside() -> None:
         set_aside_conflicts(TABLE, Batch("t", odd, batch.ranges), raw, SPEC)
 
 
-def test_too_many_dead_letters_fail_the_batch() -> None:
+def test_schema_conflicts_are_charged_to_the_runs_error_budget() -> None:
     batch, raw = _batch([{"n": "x"}, {"n": None}])
     fitted = set_aside_conflicts(TABLE, batch, raw, SPEC)
-    check_error_ratio("p", fitted, 2, 0.5)
-    with pytest.raises(TerminalError, match=r"pipeline 'p': 1 of 2 messages .* t/0@0: pipeline"):
-        check_error_ratio("p", fitted, 2, 0.1)
+    lenient = ErrorBudget("p", 0.5, min_messages=1)
+    lenient.charge(0, 2)
+    charge_conflicts(lenient, batch, fitted)
+    strict = ErrorBudget("p", 0.1, min_messages=1)
+    strict.charge(0, 2)
+    with pytest.raises(
+        TerminalError, match=r"pipeline 'p': 1 of the 2 messages .* t/0@0: pipeline"
+    ):
+        charge_conflicts(strict, batch, fitted)
+
+
+def test_one_bad_message_in_a_small_batch_is_within_the_budget() -> None:
+    budget = ErrorBudget("p", 0.01, min_messages=1000)
+    budget.charge(1, 11, "t/0@3: bad")
+    for _ in range(9):  # up to 10 bad messages while fewer than 1,000 were read
+        budget.charge(1, 11, "t/0@3: bad")
+    with pytest.raises(TerminalError) as failed:
+        budget.charge(1, 11, "t/0@113: bad")
+    assert str(failed.value) == (
+        "pipeline 'p': 11 of the 121 messages read so far could not be decoded or do not fit"
+        " the table, more than max_error_ratio 0.01 allows (of at least 1,000 messages,"
+        " min_messages_for_ratio); first bad one of this batch: t/0@113: bad; nothing from"
+        " this batch was committed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("batches", "fails"),
+    [
+        pytest.param([(2000, 2000)], True, id="2000-of-2000-in-one-batch"),
+        pytest.param([(2500, 5000)], True, id="half-of-5000"),
+        pytest.param([(0, 100_000), (900, 1000)], False, id="900-after-100000-good"),
+        pytest.param([(0, 100_000), (1100, 1100)], True, id="1100-after-100000-good"),
+        pytest.param([(5, 200)] * 4, True, id="5-in-each-of-4-small-batches"),
+        pytest.param([(10, 1000)] * 10, False, id="exactly-the-ratio"),
+    ],
+)
+def test_the_budget_counts_over_the_run(batches: list[tuple[int, int]], fails: bool) -> None:
+    budget = ErrorBudget("p", 0.01, min_messages=1000)
+    failed = False
+    for bad, messages in batches:
+        try:
+            budget.charge(bad, messages, "t/0@0: bad")
+        except TerminalError:
+            failed = True
+            break
+    assert failed == fails

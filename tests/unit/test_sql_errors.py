@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 
+import duckdb
 import psycopg
 import pymysql
 import pytest
 import sqlalchemy as sa
 
-from kafka_etl.errors import SinkUnavailableError, TerminalError, classify
+from kafka_etl.errors import SinkUnavailableError, StorageFullError, TerminalError, classify
 
 
 def wrapped(orig: BaseException, kind: type[sa.exc.DBAPIError]) -> sa.exc.DBAPIError:
@@ -80,3 +81,32 @@ def test_a_missing_driver_or_dialect_is_a_one_line_config_error(target: str, mes
         SqlSink(sa.make_url(target), TableSpec("p", "t", "t"))
     assert message in str(caught.value)
     assert "hunter2" not in str(caught.value) and "app:***@db" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "orig",
+    [
+        psycopg.errors.DiskFull('could not extend file "base/1/2": No space left on device'),
+        pymysql.err.OperationalError(1021, "Disk full (/tmp/#sql_1.MAI); waiting for someone"),
+        pymysql.err.OperationalError(1114, "The table 'events' is full"),
+        sqlite_error("database or disk is full", 13),
+        duckdb.IOException('Could not write file "/w.duckdb.wal": No space left on device'),
+        duckdb.TransactionException(
+            'Failed to commit: Could not write file "/w.duckdb.wal": No space left on device'
+        ),
+        duckdb.FatalException(
+            "Failed: database has been invalidated because of a previous fatal error.\nOriginal"
+            ' error: "Could not write file "/w.duckdb": Disk quota exceeded"'
+        ),
+    ],
+    ids=lambda v: type(v).__name__,
+)
+def test_a_full_disk_says_so_and_is_transient(orig: BaseException) -> None:
+    for error in (wrapped(orig, sa.exc.OperationalError), orig):
+        verdict = classify(error, "target", work="this batch")
+        assert isinstance(verdict, StorageFullError), (error, verdict)
+        assert verdict.transient
+        assert str(verdict) == (
+            "target: no space left on device; nothing from this batch was committed"
+        )
+    assert str(classify(orig, "target")) == "target: no space left on device"
