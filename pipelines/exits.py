@@ -7,6 +7,7 @@ SIGINT (130) or SIGTERM (143). Tracebacks are left for bugs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -164,7 +165,7 @@ def run_cli(app: typer.Typer, argv: list[str] | None) -> int:
             error(str(exc))
             return exit_code(exc)
         except KeyboardInterrupt as exc:
-            return interrupted(exc)
+            _end_now(interrupted(exc))
         except typer.Exit as exc:
             return int(exc.exit_code)
         except typer.Abort:
@@ -175,6 +176,16 @@ def run_cli(app: typer.Typer, argv: list[str] | None) -> int:
         except USAGE_ERRORS as exc:
             return usage(exc)
     return OK
+
+
+def _end_now(code: int) -> NoReturn:
+    """End a stopped CLI right after its line. Everything is cleaned up by then (the writes
+    waited for, connections closed), and Python's finalization restores the default signal
+    actions, so another Ctrl-C during it would kill the process by SIGINT instead of 130."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def _silence_stdout() -> None:
