@@ -22,19 +22,23 @@ from rich.table import Table
 
 from connector.client import ReadPlan
 from kafka_etl.errors import KafkaEtlError, TerminalError
+from pipelines import exits
 from pipelines.config import Project, load_project
 from pipelines.dead_letters import list_dead_letters, replay_dead_letters
 from pipelines.runner import (
-    Progress as RunProgress,
-)
-from pipelines.runner import (
+    PartitionStatus,
+    ResetMove,
     ResetTarget,
     RunResult,
     pipeline_schema,
     pipeline_status,
+    plan_reset,
     replay_pipeline,
     reset_pipeline,
     run_pipeline,
+)
+from pipelines.runner import (
+    Progress as RunProgress,
 )
 
 app = typer.Typer(
@@ -136,26 +140,62 @@ def run(
 def status(
     ctx: typer.Context,
     names: Annotated[list[str] | None, typer.Argument(help="Pipelines (default: all).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
-    """Checkpoint, high watermark and lag per pipeline and partition."""
+    """Checkpoint, log start, high watermark and lag per pipeline and partition.
+
+    A pipeline that cannot be inspected (its topic deleted, its database down) is one error
+    line; the others are still shown, and the exit code is the worst one met."""
     project = _project(ctx)
+    reports: list[dict[str, Any]] = []
+    worst = exits.OK
     for name in names or sorted(project.pipelines):
-        pipeline = project.pipeline(name)
-        rows = pipeline_status(project, name)
-        title = escape(f"{name}: {pipeline.topic} -> {pipeline.table}")
-        table = Table(title=title, title_justify="left")
-        for column in ("partition", "checkpoint", "log start", "high watermark", "lag"):
-            table.add_column(column, justify="right")
-        for s in rows:
-            table.add_row(
-                str(s.partition),
-                "-" if s.checkpoint is None else f"{s.checkpoint:,}",
-                f"{s.log_start:,}",
-                f"{s.high_watermark:,}",
-                f"{s.lag:,}",
-            )
-        table.add_row("total", "", "", "", f"{sum(s.lag for s in rows):,}", style="bold")
-        out.print(table)
+        report: dict[str, Any] = {"pipeline": name}
+        try:
+            pipeline = project.pipeline(name)
+            report.update(topic=pipeline.topic, table=pipeline.table)
+            rows = pipeline_status(project, name)
+        except KafkaEtlError as exc:
+            worst = exits.worse(worst, exits.exit_code(exc))
+            exits.error(f"status {name}: {exc}")
+            reports.append({**report, "partitions": [], "lag": None, "error": str(exc)})
+            continue
+        lag = sum(s.lag for s in rows)
+        reports.append(
+            {**report, "partitions": [_partition_json(s) for s in rows], "lag": lag, "error": None}
+        )
+        if not as_json:
+            out.print(_status_table(f"{name}: {pipeline.topic} -> {pipeline.table}", rows))
+    if as_json:
+        out.print_json(json.dumps(reports))
+    if worst != exits.OK:
+        raise typer.Exit(worst)
+
+
+def _partition_json(s: PartitionStatus) -> dict[str, Any]:
+    return {
+        "partition": s.partition,
+        "checkpoint": s.checkpoint,
+        "log_start": s.log_start,
+        "high_watermark": s.high_watermark,
+        "lag": s.lag,
+    }
+
+
+def _status_table(title: str, rows: list[PartitionStatus]) -> Table:
+    table = Table(title=escape(title), title_justify="left")
+    for column in ("partition", "checkpoint", "log start", "high watermark", "lag"):
+        table.add_column(column, justify="right")
+    for s in rows:
+        table.add_row(
+            str(s.partition),
+            "-" if s.checkpoint is None else f"{s.checkpoint:,}",
+            f"{s.log_start:,}",
+            f"{s.high_watermark:,}",
+            f"{s.lag:,}",
+        )
+    table.add_row("total", "", "", "", f"{sum(s.lag for s in rows):,}", style="bold")
+    return table
 
 
 @app.command()
@@ -195,14 +235,61 @@ def schema(
 def reset(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Pipeline to reset.")],
-    to: Annotated[str, typer.Option("--to", help="earliest, latest or an ISO-8601 timestamp.")],
+    to: Annotated[
+        str | None, typer.Option("--to", help="earliest, latest or an ISO-8601 timestamp.")
+    ] = None,
+    partition: Annotated[
+        int | None, typer.Option("--partition", min=0, help="Move this partition only.")
+    ] = None,
+    to_offset: Annotated[
+        int | None,
+        typer.Option("--to-offset", min=0, help="Offset to move --partition to (next to read)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show each move and the rows it would delete.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete rows without asking.")] = False,
 ) -> None:
     """Move a pipeline's checkpoints. In append mode, rows at or after them are deleted in the
-    same transaction, so the next run reloads them exactly once."""
-    target = _reset_target(to)
-    offsets, deleted = reset_pipeline(_project(ctx), name, target)
+    same transaction, so the next run reloads them exactly once. A reset that deletes rows
+    asks first on a terminal, and needs --yes otherwise."""
+    if (to is None) == (to_offset is None):
+        msg = "give one of --to or --to-offset"
+        ctx.fail(msg)
+    if to_offset is not None and partition is None:
+        msg = "--to-offset needs --partition"
+        ctx.fail(msg)
+    target: ResetTarget = to_offset if to_offset is not None else _reset_target(ctx, to or "")
+    project = _project(ctx)
+    moves = plan_reset(project, name, target, partition)
+    doomed = sum(m.rows for m in moves)
+    table = project.pipeline(name).table
+    if dry_run:
+        for m in moves:
+            out.print(f"{name}: {_move(m)}, {m.rows:,} rows to delete")
+        out.print(
+            f"{name}: dry run, nothing changed; {doomed:,} rows would be deleted from {table}"
+        )
+        return
+    if doomed and not yes:
+        ask = f"{name}: delete {doomed:,} rows from {table} and move {len(moves)} checkpoint(s)?"
+        if not sys.stdin.isatty():
+            msg = (
+                f"reset {name}: would delete {doomed:,} rows from {table}; refused without --yes"
+                " (see them with --dry-run)"
+            )
+            raise TerminalError(msg)
+        if not exits.confirm(ask):
+            msg = f"reset {name}: not confirmed; nothing was changed"
+            raise TerminalError(msg)
+    offsets, deleted = reset_pipeline(project, name, target, partition, planned=moves)
     moved = ", ".join(f"{p}@{o}" for p, o in sorted(offsets.items()))
     out.print(f"{name}: checkpoints set to {moved}; {deleted:,} rows deleted")
+
+
+def _move(m: ResetMove) -> str:
+    start = "-" if m.checkpoint is None else f"{m.checkpoint:,}"
+    return f"partition {m.partition}: {start} -> {m.offset:,}"
 
 
 @app.command()
@@ -214,38 +301,36 @@ def backfill(
         typer.Option("--from", help="ISO-8601 start (inclusive), e.g. 2026-11-01T00:00Z"),
     ] = None,
     until: Annotated[str | None, typer.Option("--to", help="ISO-8601 end (exclusive).")] = None,
-    partition: Annotated[int | None, typer.Option(help="Partition, with offsets.")] = None,
-    from_offset: Annotated[int | None, typer.Option(help="First offset (inclusive).")] = None,
-    to_offset: Annotated[int | None, typer.Option(help="Last offset (exclusive).")] = None,
+    partition: Annotated[int | None, typer.Option(min=0, help="Partition, with offsets.")] = None,
+    from_offset: Annotated[
+        int | None, typer.Option(min=0, help="First offset (inclusive).")
+    ] = None,
+    to_offset: Annotated[int | None, typer.Option(min=0, help="Last offset (exclusive).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Replay an already-loaded range (by time or by offsets); the checkpoint never moves."""
+    offsets: dict[int, tuple[int, int]] | None = None
+    window: tuple[datetime | None, datetime | None] = (None, None)
+    if partition is not None:
+        if from_offset is None or to_offset is None or since or until:
+            ctx.fail("--partition needs --from-offset and --to-offset (and no --from/--to)")
+        offsets = {partition: (from_offset, to_offset)}
+    elif since is None or until is None or from_offset is not None or to_offset is not None:
+        ctx.fail("give --from and --to timestamps, or --partition with offsets")
+    else:
+        window = (_timestamp(ctx, "--from", since), _timestamp(ctx, "--to", until))
     project = _project(ctx)
     bar = _LazyBar(enabled=not as_json)
     try:
-        if partition is not None:
-            if from_offset is None or to_offset is None or since or until:
-                msg = "--partition needs --from-offset and --to-offset (and no --from/--to)"
-                raise TerminalError(msg)
-            result = replay_pipeline(
-                project,
-                name,
-                offsets={partition: (from_offset, to_offset)},
-                on_start=bar.start,
-                on_progress=bar.update,
-            )
-        else:
-            if since is None or until is None:
-                msg = "give --from and --to timestamps, or --partition with offsets"
-                raise TerminalError(msg)
-            result = replay_pipeline(
-                project,
-                name,
-                since=_timestamp("--from", since),
-                until=_timestamp("--to", until),
-                on_start=bar.start,
-                on_progress=bar.update,
-            )
+        result = replay_pipeline(
+            project,
+            name,
+            since=window[0],
+            until=window[1],
+            offsets=offsets,
+            on_start=bar.start,
+            on_progress=bar.update,
+        )
     finally:
         bar.stop()
     if as_json:
@@ -297,26 +382,25 @@ def dlq(
     out.print(f"{letters.num_rows:,} shown (--limit {limit})")
 
 
-def _timestamp(option: str, text: str, choices: str = "") -> datetime:
+def _timestamp(ctx: typer.Context, option: str, text: str, choices: str = "") -> datetime:
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         msg = (
             f"{option} {text!r}: expected {choices}an ISO-8601 timestamp such as 2026-11-01T00:00Z"
         )
-        raise TerminalError(msg) from None
+        ctx.fail(msg)
     if when.tzinfo is None:
-        msg = f"{option} {text!r}: give a time zone (e.g. {text}Z)"
-        raise TerminalError(msg)
+        ctx.fail(f"{option} {text!r}: give a time zone (e.g. {text}Z)")
     return when
 
 
-def _reset_target(text: str) -> ResetTarget:
+def _reset_target(ctx: typer.Context, text: str) -> ResetTarget:
     if text == "earliest":
         return "earliest"
     if text == "latest":
         return "latest"
-    return _timestamp("--to", text, choices="earliest, latest or ")
+    return _timestamp(ctx, "--to", text, choices="earliest, latest or ")
 
 
 def _summary(result: RunResult) -> dict[str, Any]:
@@ -376,27 +460,8 @@ class _LazyBar:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: one-line errors, exit codes 0 (ok), 1 (failed), 2 (retry later)."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except KafkaEtlError as exc:
-        err.print(f"kafka-etl: error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        return 75 if exc.transient else 1
-    except KeyboardInterrupt:
-        err.print("kafka-etl: interrupted; the batch in flight was not committed", markup=False)
-        return 130
-    except typer.Exit as exc:
-        return int(exc.exit_code)
-    except typer.Abort:
-        return 1
-    except Exception as exc:  # click usage errors are not bugs: show them as click would.
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
-    return 0
+    """Console entry point; the exit codes are in ``pipelines.exits``."""
+    return exits.run_cli(app, argv)
 
 
 if __name__ == "__main__":

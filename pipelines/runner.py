@@ -8,6 +8,7 @@ The CLI and Dagster both call ``run_pipeline``; neither has a loading path of it
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -62,6 +63,30 @@ class Progress:
     offsets_total: int
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A load stopped by a KeyboardInterrupt (or a subclass, such as the CLI's SIGTERM) after
+    the writes in flight ended. It is still a KeyboardInterrupt for callers that only know
+    that one; ``rows``, ``batches`` and ``committed`` (``partition -> next offset``) are exactly
+    what committed before it, ``cause`` is the interrupt itself; ``replay`` for a backfill."""
+
+    def __init__(
+        self,
+        pipeline: str,
+        cause: BaseException,
+        rows: int,
+        batches: int,
+        committed: dict[int, int],
+        replay: bool = False,
+    ) -> None:
+        super().__init__(f"pipeline {pipeline!r} interrupted")
+        self.pipeline = pipeline
+        self.replay = replay
+        self.cause = cause
+        self.rows = rows
+        self.batches = batches
+        self.committed = committed
+
+
 @dataclass(frozen=True, slots=True)
 class RunResult:
     pipeline: str
@@ -100,7 +125,12 @@ class PartitionStatus:
 
 @dataclass(slots=True)
 class _Tally:
-    """What the committed batches of one run added up to."""
+    """What the committed batches of one run added up to.
+
+    Added to by the writer threads right after each commit, so an interrupt of the reading
+    thread at any moment cannot lose a committed batch from the count. With two writes in
+    flight the later one may be added first: ranges merge by their bounds, not their order.
+    """
 
     rows: int = 0
     tombstones: int = 0
@@ -109,8 +139,13 @@ class _Tally:
     message_bytes: int = 0
     loaded: dict[int, OffsetRange] = field(default_factory=dict)
     added: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, batch: Batch, written: WriteResult) -> None:
+        with self.lock:
+            self._add(batch, written)
+
+    def _add(self, batch: Batch, written: WriteResult) -> None:
         self.batches += 1
         self.rows += written.rows_written
         self.tombstones += written.tombstones_skipped
@@ -119,15 +154,22 @@ class _Tally:
         self.added.extend(written.columns_added)
         for p, r in batch.ranges.items():
             before = self.loaded.get(p)
-            self.loaded[p] = OffsetRange(p, before.first if before else r.first, r.next)
+            if before is None:
+                self.loaded[p] = r
+            else:
+                self.loaded[p] = OffsetRange(
+                    p, min(before.first, r.first), max(before.next, r.next)
+                )
 
     @property
     def next_offsets(self) -> dict[int, int]:
-        return {p: r.next for p, r in self.loaded.items()}
+        with self.lock:
+            return {p: r.next for p, r in self.loaded.items()}
 
     @property
     def offsets_done(self) -> int:
-        return sum(r.size for r in self.loaded.values())
+        with self.lock:  # a writer thread may be adding a partition meanwhile
+            return sum(r.size for r in self.loaded.values())
 
 
 def table_spec(pipeline: Pipeline) -> TableSpec:
@@ -324,13 +366,13 @@ def _load(
                 batch = fitted
                 del raw
             written = sink.write(batch, replay=replay, turn=turn)
+            tally.add(batch, written)
         finally:
             turn.end()
         pa.default_memory_pool().release_unused()  # keep RSS flat across batches
         return batch, written
 
     def committed(done: tuple[Batch, WriteResult]) -> None:
-        tally.add(*done)
         if not replay:
             commit_group_offsets(consumer, pipeline.topic, tally.next_offsets)
         if on_progress is not None:
@@ -342,23 +384,32 @@ def _load(
     # and their results are taken in order, so a failure stops the run with nothing skipped.
     # When reading or decoding fails, the batches in flight are waited for first: a failure
     # of theirs happened earlier and is the one reported.
+    #
+    # An interrupt (Ctrl-C, or the CLI's SIGTERM) reaches this thread only; the writes in flight
+    # run on, each to its commit or its rollback, and the executor waits for them (one batch's
+    # write at most) before ``RunInterrupted`` reports exactly what committed.
     depth = max(sink.max_in_flight, 1)
-    with (
-        bulk_allocation(),
-        ThreadPoolExecutor(max_workers=depth, thread_name_prefix="kafka-etl-writer") as writer,
-    ):
-        in_flight: deque[Future[tuple[Batch, WriteResult]]] = deque()
-        turn: WriteTurn | None = None
-        try:
-            for raw in reader:
-                prepared = prepare(raw)
-                del raw  # not kept alive while the next batch is read
-                _drain(in_flight, committed, keep=depth - 1)
-                turn = WriteTurn(turn)
-                in_flight.append(writer.submit(write, [prepared], turn))
-                del prepared
-        finally:
-            _drain(in_flight, committed)
+    try:
+        with (
+            bulk_allocation(),
+            ThreadPoolExecutor(max_workers=depth, thread_name_prefix="kafka-etl-writer") as writer,
+        ):
+            in_flight: deque[Future[tuple[Batch, WriteResult]]] = deque()
+            turn: WriteTurn | None = None
+            try:
+                for raw in reader:
+                    prepared = prepare(raw)
+                    del raw  # not kept alive while the next batch is read
+                    _drain(in_flight, committed, keep=depth - 1)
+                    turn = WriteTurn(turn)
+                    in_flight.append(writer.submit(write, [prepared], turn))
+                    del prepared
+            finally:
+                _drain(in_flight, committed)
+    except KeyboardInterrupt as exc:
+        raise RunInterrupted(
+            pipeline.name, exc, tally.rows, tally.batches, tally.next_offsets, replay
+        ) from exc
     lag_after = _lag_after(sink, consumer, pipeline.topic, sorted(plan.end))
     return RunResult(
         pipeline=pipeline.name,
@@ -400,7 +451,7 @@ def _drain(
     """Take the results of the writes in flight, in order, until ``keep`` are left. On a
     failure every write in flight is waited for and the first failure is raised. (A later
     write fails too where it shares a partition with the failed one, see ``WriteTurn``; where
-    it does not, it may have committed, which is as correct and only goes unreported.)"""
+    it does not, it may have committed, which is as correct, and counted in the tally.)"""
     while len(in_flight) > keep:
         try:
             done = in_flight.popleft().result()
@@ -465,19 +516,98 @@ def pipeline_status(project: Project, name: str) -> list[PartitionStatus]:
     ]
 
 
-ResetTarget = Literal["earliest", "latest"] | datetime
+ResetTarget = Literal["earliest", "latest"] | datetime | int
 
 
-def reset_pipeline(project: Project, name: str, to: ResetTarget) -> tuple[dict[int, int], int]:
-    """Move the checkpoints; returns the new offsets and the number of rows deleted."""
+@dataclass(frozen=True, slots=True)
+class ResetMove:
+    """One partition's move in a reset: from its checkpoint (None: never loaded) to ``offset``;
+    ``rows`` is what the reset deletes there (rows at or after ``offset``, append mode)."""
+
+    partition: int
+    checkpoint: int | None
+    offset: int
+    rows: int
+
+
+def plan_reset(
+    project: Project, name: str, to: ResetTarget, partition: int | None = None
+) -> list[ResetMove]:
+    """What ``reset_pipeline`` would do, changing nothing: each partition's move and the rows
+    it would delete (counted by the reset's own deletes, rolled back)."""
     pipeline = project.pipeline(name)
     with _connections(project, pipeline) as (sink, consumer):
-        if isinstance(to, datetime):
-            offsets = offsets_for_time(consumer, pipeline.topic, to)
-        else:
-            parts = partitions(consumer, pipeline.topic, 10.0)
-            marks = watermarks(consumer, pipeline.topic, parts, timeout=10.0)
-            offsets = {p: marks[p][0] if to == "earliest" else marks[p][1] for p in parts}
+        offsets = _reset_offsets(consumer, pipeline.topic, to, partition)
+        checkpoints = sink.read_checkpoints()
+        return [
+            ResetMove(p, checkpoints.get(p), o, sink.reset({p: o}, dry_run=True))
+            for p, o in sorted(offsets.items())
+        ]
+
+
+def reset_pipeline(
+    project: Project,
+    name: str,
+    to: ResetTarget,
+    partition: int | None = None,
+    *,
+    planned: list[ResetMove] | None = None,
+) -> tuple[dict[int, int], int]:
+    """Move the checkpoints of every partition (or of ``partition`` only) to ``to``; returns
+    the new offsets and the number of rows deleted.
+
+    With ``planned`` (from ``plan_reset``, e.g. confirmed by a user), the reset is refused if
+    a checkpoint moved since, so it never deletes more than was shown.
+    """
+    pipeline = project.pipeline(name)
+    with _connections(project, pipeline) as (sink, consumer):
+        offsets = _reset_offsets(consumer, pipeline.topic, to, partition)
+        if planned is not None:
+            now = sink.read_checkpoints()
+            moved = [m for m in planned if now.get(m.partition) != m.checkpoint]
+            if moved or {m.partition: m.offset for m in planned} != offsets:
+                msg = (
+                    f"pipeline {name!r}: the checkpoints or the log moved since the reset was"
+                    " planned (another run?); nothing was changed, run the reset again"
+                )
+                raise TerminalError(msg)
         deleted = sink.reset(offsets)
         commit_group_offsets(consumer, pipeline.topic, offsets)
     return offsets, deleted
+
+
+def _reset_offsets(
+    consumer: Consumer, topic: str, to: ResetTarget, partition: int | None
+) -> dict[int, int]:
+    """Where a reset moves each partition; an offset outside the log is refused."""
+    parts = partitions(consumer, topic, 10.0)
+    if partition is not None and partition not in parts:
+        msg = f"topic {topic!r} has no partition {partition} (partitions: {_listed(parts)})"
+        raise TerminalError(msg)
+    wanted = parts if partition is None else [partition]
+    if isinstance(to, datetime):
+        found = offsets_for_time(consumer, topic, to)
+        return {p: found[p] for p in wanted}
+    marks = watermarks(consumer, topic, wanted, timeout=10.0)
+    if to == "earliest" or to == "latest":
+        return {p: marks[p][0] if to == "earliest" else marks[p][1] for p in wanted}
+    if partition is None:
+        msg = "a reset to an offset needs a partition"
+        raise TerminalError(msg)
+    low, high = marks[partition]
+    if to > high:
+        msg = (
+            f"{topic}/{partition}: offset {to} is beyond the end of the log (high watermark {high})"
+        )
+        raise TerminalError(msg)
+    if to < low:
+        msg = (
+            f"{topic}/{partition}: offset {to} is below the log start {low}"
+            " (retention deleted the offsets before it)"
+        )
+        raise TerminalError(msg)
+    return {partition: to}
+
+
+def _listed(parts: list[int]) -> str:
+    return ", ".join(map(str, parts)) if len(parts) <= 10 else f"0-{max(parts)}"

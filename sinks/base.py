@@ -186,10 +186,11 @@ class Sink(Protocol):
         first delete rows at those exact offsets. Returns the dead letters removed."""
         ...
 
-    def reset(self, offsets: dict[int, int]) -> int:
+    def reset(self, offsets: dict[int, int], *, dry_run: bool = False) -> int:
         """Move checkpoints to ``offsets`` (any direction); in append mode also delete the
         rows at or after them, in the same transaction, so a reload cannot duplicate; dead
         letters at or after them are deleted in every mode. Returns the number of rows deleted.
+        With ``dry_run`` the transaction is rolled back: the count is what a reset would delete.
 
         If the table was dropped, its schema history goes too (it described columns that no
         longer exist), so the next run creates the table again and loads from ``offsets``."""

@@ -11,6 +11,7 @@ append tables): each batch is collapsed per key (``sinks.changes``), tombstones 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -62,6 +63,8 @@ MEMORY_LIMIT = "64MB"
 # Another process cannot open a DuckDB file this one writes, but sinks in one process share it:
 # their concurrent CREATE TABLE IF NOT EXISTS would conflict in DuckDB's catalog; they take turns.
 _CREATING = threading.Lock()
+# DuckDB names the process holding a file's lock: "... Conflicting lock is held in X (PID 123)".
+_LOCK_HOLDER = re.compile(r"held in (.*?) ?\(PID (\d+)\)")
 
 
 def connect(
@@ -77,9 +80,14 @@ def connect(
     query string of the target URL; they are applied after kafka-etl's own defaults.
     """
     if path != ":memory:" and not read_only:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            msg = f"duckdb {path}: cannot create its folder ({exc.strerror or exc})"
+            raise ConfigError(msg) from None
     deadline = time.monotonic() + lock_timeout
     delay = 0.05
+    waiting = False
     while True:
         try:
             con = duckdb.connect(path, read_only=read_only)
@@ -90,6 +98,15 @@ def connect(
                 # Locked, or out of space replaying the WAL of a run that filled the disk: try
                 # again later; a file that is not a DuckDB database: fix the target.
                 raise classify(exc, f"duckdb {path}") from None
+            if not waiting:  # once per wait, not per retry
+                waiting = True
+                holder = _LOCK_HOLDER.search(str(exc))
+                log.warning(
+                    "duckdb %s is locked by %s; waiting up to %gs (lock_timeout)",
+                    path,
+                    _holder(holder) if holder else "another process",
+                    lock_timeout,
+                )
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
     try:
@@ -104,6 +121,11 @@ def connect(
         msg = f"duckdb {path}: setting {name}={value!r}: {str(exc).splitlines()[0]}"
         raise ConfigError(msg) from None
     return con
+
+
+def _holder(found: re.Match[str]) -> str:
+    program, pid = found.groups()
+    return f"process {pid} ({Path(program).name})" if program else f"process {pid}"
 
 
 class DuckDBSink(ClosesOnExit):
@@ -360,7 +382,7 @@ class DuckDBSink(ClosesOnExit):
             f" ({column_list(unique)})"
         )
 
-    def reset(self, offsets: dict[int, int]) -> int:
+    def reset(self, offsets: dict[int, int], *, dry_run: bool = False) -> int:
         con = self._con
         deleted = 0
         try:
@@ -379,7 +401,10 @@ class DuckDBSink(ClosesOnExit):
                 if self._dlq.exists():
                     self._dlq.delete_from(partition, offset)
                 self._checkpoints.set(partition, offset)
-            con.commit()
+            if dry_run:
+                con.rollback()
+            else:
+                con.commit()
         except Exception as exc:
             rollback_quietly(con)
             raise classify(exc, self._where, work="this reset") from exc

@@ -370,10 +370,10 @@ class SqlSink(ClosesOnExit):
             raise RuntimeError(msg)
         return self._table
 
-    def reset(self, offsets: dict[int, int]) -> int:
+    def reset(self, offsets: dict[int, int], *, dry_run: bool = False) -> int:
         deleted = 0
         try:
-            with self._engine.begin() as conn:
+            with self._engine.connect() as conn, conn.begin() as transaction:
                 if self._table is None:
                     self._history.forget(conn)  # a dropped table's columns are gone with it
                 for partition, offset in sorted(offsets.items()):
@@ -389,6 +389,8 @@ class SqlSink(ClosesOnExit):
                         deleted += max(result.rowcount, 0)
                     self._dlq.delete_from(conn, partition, offset)
                     self._checkpoints.set(conn, partition, offset)
+                if dry_run:
+                    transaction.rollback()
         except Exception as exc:
             raise classify(exc, self.where, work="this reset") from exc
         return deleted
