@@ -61,7 +61,6 @@ def result_metadata(result: RunResult, table_name: str, *, replay: bool = False)
             )
         )
     metadata: dict[str, Any] = {
-        "dagster/row_count": MetadataValue.int(result.table_rows),
         "dagster/table_name": MetadataValue.text(table_name),
         "rows_replayed" if replay else "rows_loaded": MetadataValue.int(result.rows),
         "offset_ranges": MetadataValue.text(
@@ -75,6 +74,8 @@ def result_metadata(result: RunResult, table_name: str, *, replay: bool = False)
     }
     if not replay:
         metadata["lag_after"] = MetadataValue.int(sum(result.lag_after.values()))
+    if result.table_rows is not None:  # unknown when the database went away after the load
+        metadata["dagster/row_count"] = MetadataValue.int(result.table_rows)
     if result.schema is not None:
         metadata["dagster/column_schema"] = column_schema(result.schema)
     if result.tombstones:

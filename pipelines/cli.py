@@ -131,9 +131,8 @@ def run(
             f"  [yellow]gap[/]: {result.topic}/{gap.partition} offsets"
             f" [{gap.expected},{gap.log_start}) were deleted before loading ({gap.lost:,} lost)"
         )
-    out.print(
-        f"  lag after run: {sum(result.lag_after.values()):,}; table rows: {result.table_rows:,}"
-    )
+    lag = f"{sum(result.lag_after.values()):,}" if result.lag_after else "unknown"
+    out.print(f"  lag after run: {lag}; table rows: {_count(result.table_rows)}")
 
 
 @app.command()
@@ -339,7 +338,7 @@ def backfill(
     ranges = ", ".join(str(r) for r in result.ranges.values()) or "nothing loaded in that range"
     out.print(
         f"{result.pipeline}: replayed {result.rows:,} rows into {escape(result.table)} in"
-        f" {result.seconds:.2f}s; offsets {ranges}; table rows: {result.table_rows:,}"
+        f" {result.seconds:.2f}s; offsets {ranges}; table rows: {_count(result.table_rows)}"
     )
     for gap in result.gaps:
         out.print(
@@ -401,6 +400,10 @@ def _reset_target(ctx: typer.Context, text: str) -> ResetTarget:
     if text == "latest":
         return "latest"
     return _timestamp(ctx, "--to", text, choices="earliest, latest or ")
+
+
+def _count(rows: int | None) -> str:
+    return "unknown" if rows is None else f"{rows:,}"
 
 
 def _summary(result: RunResult) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from connector.flatten import flatten_structs
 from connector.formats import Decoder, build_decoder
 from connector.reader import BoundedReader, RawBatch
 from connector.types import parse_arrow_type
-from kafka_etl.errors import KafkaEtlError, SourceUnavailableError, TerminalError
+from kafka_etl.errors import KafkaEtlError, SourceUnavailableError, TerminalError, classify
 from kafka_etl.process import bulk_allocation, limit_malloc_arenas
 from pipelines.config import Pipeline, Project
 from pipelines.conflicts import ErrorBudget, charge_conflicts, set_aside_conflicts
@@ -101,7 +101,7 @@ class RunResult:
     columns_added: tuple[str, ...]
     seconds: float
     message_bytes: int
-    table_rows: int
+    table_rows: int | None  # None: unknown (the database went away after the last commit)
     schema: pa.Schema | None = field(default=None)
     dead_lettered: int = 0
 
@@ -411,6 +411,7 @@ def _load(
             pipeline.name, exc, tally.rows, tally.batches, tally.next_offsets, replay
         ) from exc
     lag_after = _lag_after(sink, consumer, pipeline.topic, sorted(plan.end))
+    table_rows, schema = _table_after(sink)
     return RunResult(
         pipeline=pipeline.name,
         topic=pipeline.topic,
@@ -424,8 +425,8 @@ def _load(
         columns_added=tuple(tally.added),
         seconds=time.monotonic() - started,
         message_bytes=tally.message_bytes,
-        table_rows=sink.row_count(),
-        schema=sink.table_schema(),
+        table_rows=table_rows,
+        schema=schema,
         dead_lettered=tally.dead_lettered,
     )
 
@@ -441,6 +442,17 @@ def _lag_after(sink: Sink, consumer: Consumer, topic: str, parts: list[int]) -> 
         log.warning("kafka-etl: warning: lag after the run is unknown: %s", plain(exc))
         return {}
     return {p: max(after[p][1] - checkpoints.get(p, after[p][0]), 0) for p in after}
+
+
+def _table_after(sink: Sink) -> tuple[int | None, pa.Schema | None]:
+    """The table's row count and columns once the run committed everything. Best effort, like
+    ``_lag_after``: a database that went away after the last commit leaves them unknown."""
+    try:
+        return sink.row_count(), sink.table_schema()
+    except Exception as exc:  # classify re-raises what it cannot name: that is a bug
+        error = classify(exc, sink.spec.display_name)
+        log.warning("kafka-etl: warning: the table after the run is unknown: %s", error)
+        return None, None
 
 
 def _drain(
