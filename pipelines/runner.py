@@ -550,7 +550,7 @@ def plan_reset(
     pipeline = project.pipeline(name)
     with _connections(project, pipeline) as (sink, consumer):
         offsets = _reset_offsets(consumer, pipeline.topic, to, partition)
-        checkpoints = sink.read_checkpoints()
+        checkpoints = sink.read_checkpoints(for_reset=True)
         return [
             ResetMove(p, checkpoints.get(p), o, sink.reset({p: o}, dry_run=True))
             for p, o in sorted(offsets.items())
@@ -575,7 +575,7 @@ def reset_pipeline(
     with _connections(project, pipeline) as (sink, consumer):
         offsets = _reset_offsets(consumer, pipeline.topic, to, partition)
         if planned is not None:
-            now = sink.read_checkpoints()
+            now = sink.read_checkpoints(for_reset=True)
             moved = [m for m in planned if now.get(m.partition) != m.checkpoint]
             if moved or {m.partition: m.offset for m in planned} != offsets:
                 msg = (

@@ -148,13 +148,14 @@ class Sink(Protocol):
     #: How many ``write`` calls the runner may have in flight at once (each given a ``WriteTurn``).
     max_in_flight: int
 
-    def read_checkpoints(self) -> dict[int, int]:
+    def read_checkpoints(self, *, for_reset: bool = False) -> dict[int, int]:
         """``partition -> next offset`` committed for this pipeline, topic and table.
 
         A checkpoint belongs to its table: a pipeline pointed at a new table has none there
         (and loads from its ``start``). Raises ``TerminalError`` when the table this pipeline
         created is gone while its checkpoints remain (dropped by hand): resuming would skip
-        everything and report success; ``reset`` is the way on."""
+        everything and report success; ``reset`` is the way on, so it reads them
+        ``for_reset``, without that refusal."""
         ...
 
     def write(

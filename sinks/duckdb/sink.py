@@ -160,7 +160,7 @@ class DuckDBSink(ClosesOnExit):
         self._dlq = DeadLetters(self._con, spec)
 
     # -- reading ---------------------------------------------------------------------------
-    def read_checkpoints(self) -> dict[int, int]:
+    def read_checkpoints(self, *, for_reset: bool = False) -> dict[int, int]:
         try:
             checkpoints = self._checkpoints.read()
             if checkpoints and self._schema is None:
@@ -169,7 +169,7 @@ class DuckDBSink(ClosesOnExit):
             dropped = dropped and history.created(self._con, self.spec)
         except Exception as exc:
             raise classify(exc, self._where) from exc
-        if dropped:
+        if dropped and not for_reset:
             raise TerminalError(dropped_table_message(self.spec, self._where, checkpoints))
         return checkpoints
 

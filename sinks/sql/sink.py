@@ -118,7 +118,7 @@ class SqlSink(ClosesOnExit):
         return isinstance(self._loader, CopyLoader)
 
     # -- reading ---------------------------------------------------------------------------
-    def read_checkpoints(self) -> dict[int, int]:
+    def read_checkpoints(self, *, for_reset: bool = False) -> dict[int, int]:
         try:
             with self._engine.connect() as conn:
                 checkpoints = self._checkpoints.read(conn)
@@ -128,7 +128,7 @@ class SqlSink(ClosesOnExit):
                 dropped = dropped and self._history.created(conn)
         except Exception as exc:
             raise classify(exc, self.where) from exc
-        if dropped:
+        if dropped and not for_reset:
             raise TerminalError(dropped_table_message(self.spec, self.where, checkpoints))
         self._known_partitions.update(checkpoints)
         return checkpoints
