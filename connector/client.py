@@ -41,9 +41,9 @@ CLOSE_TIMEOUT = 10.0
 
 
 def _log_commit(error: KafkaError | None, offsets: list[TopicPartition]) -> None:
-    """``on_commit``: the group's offsets are informational, so a failed commit only warns,
-    once for a run of failures with the same cause (every batch fails alike while the group's
-    coordinator is unreachable)."""
+    """``on_commit``: the group's offsets are informational, so a failed commit is only logged
+    (at INFO: shown with ``-v``, never a line beside a run's own outcome), once for a run of
+    failures with the same cause (every batch fails alike while the coordinator is unreachable)."""
     failed = [tp for tp in offsets if tp.error is not None]
     if error is None and not failed:
         _commit_failure.clear()
@@ -54,7 +54,7 @@ def _log_commit(error: KafkaError | None, offsets: list[TopicPartition]) -> None
         return
     _commit_failure[:] = [reason]
     where = ", ".join(f"{tp.topic}/{tp.partition}@{tp.offset}" for tp in offsets)
-    log.warning(
+    log.info(
         "could not record progress in consumer group (informational only; %s): %s", where, reason
     )
 
