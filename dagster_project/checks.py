@@ -170,7 +170,7 @@ def _explain(data: PipelineTranslatorData, gaps: dict[int, list[tuple[int, int]]
     """Read the holes back from Kafka: a message with a value there is a row the table lost."""
     p = data.pipeline
     holes = _Holes()
-    consumer = make_consumer(data.project.consumer_settings(p), p.consumer_group)
+    consumer = make_consumer(data.consumer_settings, p.consumer_group)
     try:
         marks = watermarks(consumer, p.topic, sorted(gaps), timeout=10.0)
         queue: dict[int, list[tuple[int, int]]] = {}
@@ -246,7 +246,7 @@ def freshness(
     limit = p.max_lag_minutes or 0.0
     with data.open_sink() as sink:
         checkpoints = sink.read_checkpoints()
-    consumer = make_consumer(data.project.consumer_settings(p), p.consumer_group)
+    consumer = make_consumer(data.consumer_settings, p.consumer_group)
     try:
         parts = partitions(consumer, p.topic, 10.0)
         marks = watermarks(consumer, p.topic, parts, timeout=10.0)
