@@ -25,6 +25,7 @@ from kafka_etl.errors import KafkaEtlError, TerminalError
 from pipelines import exits
 from pipelines.config import Project, load_project
 from pipelines.dead_letters import list_dead_letters, replay_dead_letters
+from pipelines.ranges import CLI_NAMES, RangeError, parse_timestamp, replay_range
 from pipelines.runner import (
     PartitionStatus,
     ResetMove,
@@ -309,25 +310,26 @@ def backfill(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Replay an already-loaded range (by time or by offsets); the checkpoint never moves."""
-    offsets: dict[int, tuple[int, int]] | None = None
-    window: tuple[datetime | None, datetime | None] = (None, None)
-    if partition is not None:
-        if from_offset is None or to_offset is None or since or until:
-            ctx.fail("--partition needs --from-offset and --to-offset (and no --from/--to)")
-        offsets = {partition: (from_offset, to_offset)}
-    elif since is None or until is None or from_offset is not None or to_offset is not None:
-        ctx.fail("give --from and --to timestamps, or --partition with offsets")
-    else:
-        window = (_timestamp(ctx, "--from", since), _timestamp(ctx, "--to", until))
+    try:
+        wanted = replay_range(
+            CLI_NAMES,
+            since=since,
+            until=until,
+            partition=partition,
+            from_offset=from_offset,
+            to_offset=to_offset,
+        )
+    except RangeError as exc:
+        ctx.fail(str(exc))
     project = _project(ctx)
     bar = _LazyBar(enabled=not as_json)
     try:
         result = replay_pipeline(
             project,
             name,
-            since=window[0],
-            until=window[1],
-            offsets=offsets,
+            since=wanted.since,
+            until=wanted.until,
+            offsets=wanted.offsets,
             on_start=bar.start,
             on_progress=bar.update,
         )
@@ -384,15 +386,9 @@ def dlq(
 
 def _timestamp(ctx: typer.Context, option: str, text: str, choices: str = "") -> datetime:
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        msg = (
-            f"{option} {text!r}: expected {choices}an ISO-8601 timestamp such as 2026-11-01T00:00Z"
-        )
-        ctx.fail(msg)
-    if when.tzinfo is None:
-        ctx.fail(f"{option} {text!r}: give a time zone (e.g. {text}Z)")
-    return when
+        return parse_timestamp(option, text, choices)
+    except RangeError as exc:
+        ctx.fail(str(exc))
 
 
 def _reset_target(ctx: typer.Context, text: str) -> ResetTarget:
