@@ -17,7 +17,7 @@ from confluent_kafka import Consumer
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
 
 from connector.client import ReadPlan, make_consumer, partitions, watermarks
-from connector.lag import first_timestamps
+from connector.lag import PartitionLag, first_timestamps
 from connector.reader import BoundedReader
 from dagster_project.tables import (
     PartitionStats,
@@ -259,7 +259,7 @@ def freshness(
         stamps = first_timestamps(consumer, p.topic, positions, ends, timeout=10.0)
     finally:
         consumer.close()
-    lag = {q: max(ends[q] - positions[q], 0) for q in parts}
+    lag = {q: PartitionLag(q, positions[q], *marks[q]).lag for q in parts}
     clock = time.time() if now is None else now
     age = max((clock * 1000 - ts) / 60_000 for ts in stamps.values()) if stamps else 0.0
     passed = age <= limit

@@ -21,13 +21,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from connector.client import ReadPlan
+from connector.lag import PartitionLag
 from kafka_etl.errors import KafkaEtlError, TerminalError
 from pipelines import exits
 from pipelines.config import Project, load_project
 from pipelines.dead_letters import list_dead_letters, replay_dead_letters
 from pipelines.ranges import CLI_NAMES, RangeError, parse_timestamp, replay_range
 from pipelines.runner import (
-    PartitionStatus,
+    Progress as RunProgress,
+)
+from pipelines.runner import (
     ResetMove,
     ResetTarget,
     RunResult,
@@ -37,9 +40,6 @@ from pipelines.runner import (
     replay_pipeline,
     reset_pipeline,
     run_pipeline,
-)
-from pipelines.runner import (
-    Progress as RunProgress,
 )
 
 app = typer.Typer(
@@ -173,24 +173,24 @@ def status(
         raise typer.Exit(worst)
 
 
-def _partition_json(s: PartitionStatus) -> dict[str, Any]:
+def _partition_json(s: PartitionLag) -> dict[str, Any]:
     return {
         "partition": s.partition,
-        "checkpoint": s.checkpoint,
+        "checkpoint": s.position,
         "log_start": s.log_start,
         "high_watermark": s.high_watermark,
         "lag": s.lag,
     }
 
 
-def _status_table(title: str, rows: list[PartitionStatus]) -> Table:
+def _status_table(title: str, rows: list[PartitionLag]) -> Table:
     table = Table(title=escape(title), title_justify="left")
     for column in ("partition", "checkpoint", "log start", "high watermark", "lag"):
         table.add_column(column, justify="right")
     for s in rows:
         table.add_row(
             str(s.partition),
-            "-" if s.checkpoint is None else f"{s.checkpoint:,}",
+            "-" if s.position is None else f"{s.position:,}",
             f"{s.log_start:,}",
             f"{s.high_watermark:,}",
             f"{s.lag:,}",

@@ -35,6 +35,7 @@ from connector.client import (
     plan_read,
     watermarks,
 )
+from connector.lag import PartitionLag
 from connector.reader import BoundedReader, RawBatch
 from kafka_etl.errors import KafkaEtlError, SourceUnavailableError, TerminalError
 from pipelines.config import Pipeline, Project
@@ -109,19 +110,6 @@ class RunResult:
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionStatus:
-    partition: int
-    checkpoint: int | None
-    log_start: int
-    high_watermark: int
-
-    @property
-    def lag(self) -> int:
-        start = self.checkpoint if self.checkpoint is not None else self.log_start
-        return max(self.high_watermark - start, 0)
 
 
 @dataclass(slots=True)
@@ -397,7 +385,7 @@ def _lag_after(sink: Sink, consumer: Consumer, topic: str, parts: list[int]) -> 
     except KafkaEtlError as exc:
         log.warning("kafka-etl: warning: lag after the run is unknown: %s", plain(exc))
         return {}
-    return {p: max(after[p][1] - checkpoints.get(p, after[p][0]), 0) for p in after}
+    return {p: PartitionLag(p, checkpoints.get(p), *after[p]).lag for p in after}
 
 
 def _drain(
@@ -430,7 +418,7 @@ def pipeline_schema(project: Project, name: str) -> tuple[pa.Schema | None, list
         sink.close()
 
 
-def pipeline_status(project: Project, name: str) -> list[PartitionStatus]:
+def pipeline_status(project: Project, name: str) -> list[PartitionLag]:
     """Checkpoint, log start, high watermark and lag for every partition of the topic."""
     pipeline = project.pipeline(name)
     with _connections(project, pipeline) as (sink, consumer):
@@ -439,8 +427,7 @@ def pipeline_status(project: Project, name: str) -> list[PartitionStatus]:
             consumer, pipeline.topic, partitions(consumer, pipeline.topic, 10.0), timeout=10.0
         )
     return [
-        PartitionStatus(p, checkpoints.get(p), low, high)
-        for p, (low, high) in sorted(marks.items())
+        PartitionLag(p, checkpoints.get(p), low, high) for p, (low, high) in sorted(marks.items())
     ]
 
 
