@@ -16,10 +16,11 @@ import numpy as np
 import pyarrow as pa
 
 from connector.formats.base import Reject
+from connector.names import IDENTITY_COLUMNS
 from connector.reader import Headers, RawBatch
 
 DLQ_SUFFIX = "__dlq"
-DLQ_KEY = ("_topic", "_partition", "_offset")
+DLQ_KEY = IDENTITY_COLUMNS
 # What a sink stores per dead letter; it adds ``first_seen`` (when it was first set aside).
 DLQ_SCHEMA = pa.schema(
     [
