@@ -113,7 +113,7 @@ def target_names(
     if schema is not None and backend == "sqlite":
         msg = "field 'schema': not supported for sqlite targets"
         raise ValueError(msg)
-    from connector.dead_letters import dlq_table_name
+    from sinks.dead_letter_table import dlq_table_name
     from sinks.sql.tables import check_name
 
     dialect = url.get_dialect()()
