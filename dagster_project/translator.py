@@ -7,13 +7,13 @@ override, usually as ``super().get_asset_spec(data).replace_attributes(key=..., 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from dagster import AssetKey, AssetSpec, FreshnessPolicy
 
+from pipelines.checks import dagster_name
 from pipelines.config import Pipeline
 from pipelines.definition import PipelineDefinition
 
@@ -24,12 +24,6 @@ META_MODE = "kafka_etl/mode"
 
 _KINDS = {"postgresql": "postgres"}
 _DEFAULT_SCHEMA = {"duckdb": "main", "postgresql": "public", "sqlite": "main"}
-
-
-def dagster_name(text: str) -> str:
-    """``text`` as a Dagster name (letters, digits, underscores)."""
-    name = re.sub(r"[^A-Za-z0-9_]", "_", text).strip("_")
-    return name or "_"
 
 
 @dataclass(frozen=True)

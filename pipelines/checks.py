@@ -212,6 +212,12 @@ _FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
 _ITEM = re.compile(r"^(?P<base>\*|\?|[^-/]+(?:-[^-/]+)?)(?:/(?P<step>\d+))?$")
 
 
+def dagster_name(text: str) -> str:
+    """``text`` as a Dagster name (letters, digits, underscores): how jobs, sensors and asset
+    groups are named after pipelines and databases."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", text).strip("_") or "_"
+
+
 def cron(value: str) -> str:
     """A cron schedule as Dagster takes it: five fields (minute hour day month weekday) or an
     alias such as ``@daily``. A subset of what Dagster's croniter accepts (no ``R``, ``H``,

@@ -315,10 +315,10 @@ class Project(BaseModel):
     @model_validator(mode="after")
     def _dagster_names(self) -> Project:
         """Dagster names jobs and sensors after pipelines in letters, digits and underscores
-        (``dagster_project.translator.dagster_name``); two pipelines must not meet there."""
+        (``checks.dagster_name``); two pipelines must not meet there."""
         seen: dict[str, str] = {}
         for name in self.pipelines:
-            as_dagster = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "_"
+            as_dagster = checks.dagster_name(name)
             if as_dagster in seen:
                 msg = (
                     f"{self.source}: field 'pipelines': {seen[as_dagster]!r} and {name!r} both"
