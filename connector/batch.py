@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-METADATA_COLUMNS = ("_topic", "_partition", "_offset", "_timestamp", "_key")
-
 
 @dataclass(frozen=True, slots=True)
 class OffsetRange:

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from connector.batch import Gap
 from connector.librdkafka import EventedConsumer, given_up
+from connector.names import ISOLATION_LEVEL, MANAGED_SETTINGS
 from kafka_etl.errors import (
     DataLossError,
     KafkaCause,
@@ -62,14 +63,11 @@ def _log_commit(error: KafkaError | None, offsets: list[TopicPartition]) -> None
 _commit_failure: list[str] = []  # the cause of the failures ``_log_commit`` last reported
 
 
-# Settings the runner owns. Offsets come from the sink's checkpoint table, never from the group.
-MANAGED_SETTINGS: dict[str, str | int | float | bool | Callable[..., None]] = {
-    "enable.auto.commit": False,
-    "enable.auto.offset.store": False,
-    "auto.offset.reset": "error",  # an offset out of range is reported, never silently moved
-    "enable.partition.eof": True,
+# Set on every consumer after the user's settings, with ``connector.names.MANAGED_SETTINGS``.
+_CALLBACKS: dict[str, Callable[..., None]] = {
     "on_commit": _log_commit,  # group commits are asynchronous (``commit_group_offsets``)
 }
+
 DEFAULT_SETTINGS: dict[str, str | int | float | bool] = {
     "queued.max.messages.kbytes": 8192,  # bounds prefetch memory regardless of backlog
     "fetch.max.bytes": 16777216,
@@ -77,7 +75,7 @@ DEFAULT_SETTINGS: dict[str, str | int | float | bool] = {
     # queue was full: with a bounded queue, reading a backlog spent most of its time waiting.
     "fetch.queue.backoff.ms": 20,
     "socket.timeout.ms": 10000,
-    "isolation.level": "read_committed",
+    "isolation.level": ISOLATION_LEVEL,
     # close() waits this long for a group coordinator it never found (librdkafka's default is
     # 45 s). The group is never joined (partitions are assigned), so it bounds nothing else.
     "session.timeout.ms": 6000,
@@ -91,7 +89,13 @@ def make_consumer(settings: Settings, group_id: str) -> Consumer:
     the cause librdkafka reported (a refused login, an untrusted certificate): see
     connector/librdkafka.py.
     """
-    config = {**DEFAULT_SETTINGS, "group.id": group_id, **settings, **MANAGED_SETTINGS}
+    config = {
+        **DEFAULT_SETTINGS,
+        "group.id": group_id,
+        **settings,
+        **MANAGED_SETTINGS,
+        **_CALLBACKS,
+    }
     try:
         return EventedConsumer(config)
     except KafkaException as exc:

@@ -1,8 +1,9 @@
 """Dead letters: messages set aside by ``decode_tolerant``, as an Arrow table for the sinks.
 
-A sink writes them to ``<table>__dlq`` in the transaction that writes the batch's rows and moves
-its checkpoint, so every offset read ends up in exactly one of: the table, the dead-letter table,
-or (tombstones in append mode) nowhere by design. The raw key, value and headers are kept as they
+A sink writes them to its dead-letter table (named in ``sinks.dead_letter_table``) in the
+transaction that writes the batch's rows and moves its checkpoint, so every offset read ends up
+in exactly one of: the table, the dead-letter table, or (tombstones in append mode) nowhere by
+design. The raw key, value and headers are kept as they
 arrived, so ``kafka-etl dlq NAME --replay`` can decode them again after a fix.
 """
 
@@ -18,9 +19,7 @@ import pyarrow as pa
 from connector.formats.base import Reject
 from connector.reader import Headers, RawBatch
 
-DLQ_SUFFIX = "__dlq"
-DLQ_KEY = ("_topic", "_partition", "_offset")
-# What a sink stores per dead letter; it adds ``first_seen`` (when it was first set aside).
+# What a sink stores per dead letter; it adds ``first_seen`` (sinks.dead_letter_table).
 DLQ_SCHEMA = pa.schema(
     [
         pa.field("_topic", pa.string(), nullable=False),
@@ -34,11 +33,6 @@ DLQ_SCHEMA = pa.schema(
         pa.field("error_message", pa.string(), nullable=False),
     ]
 )
-FIRST_SEEN = pa.field("first_seen", pa.timestamp("us", tz="UTC"))
-
-
-def dlq_table_name(table: str) -> str:
-    return f"{table}{DLQ_SUFFIX}"
 
 
 def rejects_table(topic: str, rejects: Sequence[Reject]) -> pa.Table:
@@ -90,11 +84,3 @@ def _headers_from_json(text: str | None) -> Headers:
     if not text:
         return None
     return [(str(k), None if v is None else base64.b64decode(v)) for k, v in json.loads(text)]
-
-
-def resolved_offsets(batch: pa.Table | None, *more: pa.Table | None) -> pa.Table:
-    """``(_topic, _partition, _offset)`` of the given row tables (rows, tombstones)."""
-    names = list(DLQ_SCHEMA.names[:3])
-    schema = pa.schema([DLQ_SCHEMA.field(n) for n in names])
-    parts = [t.select(names).cast(schema) for t in (batch, *more) if t is not None]
-    return pa.concat_tables(parts) if parts else schema.empty_table()

@@ -34,13 +34,22 @@ class _Deadline:
 
 @dataclass(frozen=True, slots=True)
 class PartitionLag:
+    """One partition's backlog: the one lag type of ``kafka-etl status``, the run's lag after,
+    Dagster's sensors and checks.
+
+    ``position`` is the next offset to load: the sink's checkpoint, or the consumer group's
+    committed position (``group_lag``); None when there is none, so the whole log is backlog.
+    """
+
     partition: int
-    position: int | None  # the group's next offset; None if the group has none for it
+    position: int | None
     log_start: int
     high_watermark: int
 
     @property
     def lag(self) -> int:
+        """Offsets still in the log and not loaded (retention may have deleted some below
+        the log start; those are a gap, not a backlog)."""
         start = self.position if self.position is not None else self.log_start
         return max(self.high_watermark - max(start, self.log_start), 0)
 

@@ -12,7 +12,6 @@ touches the same target (see ``PipelineTranslatorData.pool``).
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from dagster import (
@@ -32,6 +31,7 @@ from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import META_PIPELINE, KafkaEtlTranslator, PipelineTranslatorData
 from kafka_etl.errors import ConfigError
 from pipelines.config import Project
+from pipelines.ranges import RangeError, RangeNames, replay_range
 
 
 def pipeline_data(
@@ -94,6 +94,9 @@ def kafka_etl_assets(
     )
 
 
+DAGSTER_NAMES = RangeNames("'from'", "'to'", "'partition'", "'from_offset'", "'to_offset'")
+
+
 class ReplayConfig(Config):
     """A replay range for a Launchpad run; leave empty to replay the run's partition (day)."""
 
@@ -136,38 +139,30 @@ def kafka_etl_replay_asset(
     def _replay(
         context: AssetExecutionContext, config: ReplayConfig, kafka_etl: KafkaEtlResource
     ) -> MaterializeResult:
-        if config.partition is not None:
-            if config.from_offset is None or config.to_offset is None or config.from_ or config.to:
-                msg = "give partition with from_offset and to_offset (and no from/to)"
+        try:
+            wanted = replay_range(
+                DAGSTER_NAMES,
+                since=config.from_,
+                until=config.to,
+                partition=config.partition,
+                from_offset=config.from_offset,
+                to_offset=config.to_offset,
+                window_required=False,
+            )
+        except RangeError as exc:
+            raise Failure(str(exc)) from None
+        if wanted.offsets is not None:
+            return kafka_etl.replay(context, offsets=wanted.offsets)
+        since, until = wanted.since, wanted.until
+        if since is None or until is None:
+            if not context.has_partition_key:
+                msg = "choose a day (partition), or set 'from'/'to' or offsets in the run config"
                 raise Failure(msg)
-            offsets = {config.partition: (config.from_offset, config.to_offset)}
-            return kafka_etl.replay(context, offsets=offsets)
-        if config.from_ or config.to:
-            if not (config.from_ and config.to):
-                msg = "give both 'from' and 'to' (ISO-8601 timestamps with a time zone)"
-                raise Failure(msg)
-            since, until = _timestamp("from", config.from_), _timestamp("to", config.to)
-        elif context.has_partition_key:
             window = context.partition_time_window
             since, until = window.start, window.end
-        else:
-            msg = "choose a day (partition), or set 'from'/'to' or offsets in the run config"
-            raise Failure(msg)
         return kafka_etl.replay(context, since=since, until=until)
 
     return _replay
-
-
-def _timestamp(field: str, text: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        msg = f"{field} {text!r}: expected ISO-8601, e.g. 2026-11-01T00:00Z"
-        raise Failure(msg) from None
-    if when.tzinfo is None:
-        msg = f"{field} {text!r}: give a time zone, e.g. {text}Z"
-        raise Failure(msg)
-    return when
 
 
 def by_pool(datas: Iterable[PipelineTranslatorData]) -> dict[str, list[PipelineTranslatorData]]:

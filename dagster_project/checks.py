@@ -17,7 +17,7 @@ from confluent_kafka import Consumer
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
 
 from connector.client import ReadPlan, make_consumer, partitions, watermarks
-from connector.lag import first_timestamps
+from connector.lag import PartitionLag, first_timestamps
 from connector.reader import BoundedReader
 from dagster_project.tables import (
     PartitionStats,
@@ -170,7 +170,7 @@ def _explain(data: PipelineTranslatorData, gaps: dict[int, list[tuple[int, int]]
     """Read the holes back from Kafka: a message with a value there is a row the table lost."""
     p = data.pipeline
     holes = _Holes()
-    consumer = make_consumer(data.project.consumer_settings(p), p.consumer_group)
+    consumer = make_consumer(data.consumer_settings, p.consumer_group)
     try:
         marks = watermarks(consumer, p.topic, sorted(gaps), timeout=10.0)
         queue: dict[int, list[tuple[int, int]]] = {}
@@ -246,7 +246,7 @@ def freshness(
     limit = p.max_lag_minutes or 0.0
     with data.open_sink() as sink:
         checkpoints = sink.read_checkpoints()
-    consumer = make_consumer(data.project.consumer_settings(p), p.consumer_group)
+    consumer = make_consumer(data.consumer_settings, p.consumer_group)
     try:
         parts = partitions(consumer, p.topic, 10.0)
         marks = watermarks(consumer, p.topic, parts, timeout=10.0)
@@ -259,7 +259,7 @@ def freshness(
         stamps = first_timestamps(consumer, p.topic, positions, ends, timeout=10.0)
     finally:
         consumer.close()
-    lag = {q: max(ends[q] - positions[q], 0) for q in parts}
+    lag = {q: PartitionLag(q, positions[q], *marks[q]).lag for q in parts}
     clock = time.time() if now is None else now
     age = max((clock * 1000 - ts) / 60_000 for ts in stamps.values()) if stamps else 0.0
     passed = age <= limit

@@ -21,7 +21,6 @@ from dagster_project.assets import (
 from dagster_project.automation import lag_sensor, load_schedule
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import KafkaEtlTranslator
-from kafka_etl.errors import ConfigError
 from pipelines.config import Project
 
 RESOURCE_KEY = "kafka_etl"
@@ -46,7 +45,6 @@ def build_definitions(
     """
     translator = translator or KafkaEtlTranslator()
     datas = pipeline_data(project, None)
-    _unique_names(project, [d.job_prefix for d in datas])
     loads = [load_assets(project, translator, group) for group in by_pool(datas).values()]
     replays = []
     jobs = []
@@ -98,15 +96,3 @@ def build_definitions(
         sensors=sensors,
         resources={RESOURCE_KEY: resource},
     )
-
-
-def _unique_names(project: Project, names: list[str]) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            msg = (
-                f"{project.source}: two pipelines are both named {name!r} once made Dagster"
-                " names (letters, digits, underscores); rename one"
-            )
-            raise ConfigError(msg)
-        seen.add(name)

@@ -205,7 +205,7 @@ class KafkaEtlResource(ConfigurableResource):
         data = self.pipeline_data(name)
         p = data.pipeline
         return group_lag(
-            data.project.consumer_settings(p),
+            data.consumer_settings,
             p.topic,
             p.consumer_group,
             timeout=self.lookup_timeout_seconds,

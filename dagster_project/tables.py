@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql import Select
 
+from connector.names import IDENTITY_COLUMNS
 from kafka_etl.errors import classify, redact
 from sinks.duckdb.sink import connect as duckdb_connect
 
@@ -84,9 +85,7 @@ class PartitionStats:
 
 
 def data_table(table: str, schema: str | None, *extra: str) -> sa.TableClause:
-    columns: list[sa.ColumnClause[Any]] = [
-        sa.column(c) for c in ("_topic", "_partition", "_offset", *extra)
-    ]
+    columns: list[sa.ColumnClause[Any]] = [sa.column(c) for c in (*IDENTITY_COLUMNS, *extra)]
     return sa.table(table, *columns, schema=schema)
 
 

@@ -7,19 +7,15 @@ override, usually as ``super().get_asset_spec(data).replace_attributes(key=..., 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cached_property
 from pathlib import Path
 
 from dagster import AssetKey, AssetSpec, FreshnessPolicy
-from sqlalchemy.engine import URL
 
-from pipelines.config import Pipeline, Project
-from pipelines.runner import base_dir, table_spec
-from sinks.base import Sink
-from sinks.factory import open_sink, resolve_target
+from pipelines.checks import dagster_name
+from pipelines.config import Pipeline
+from pipelines.definition import PipelineDefinition
 
 META_PIPELINE = "kafka_etl/pipeline"
 META_TOPIC = "kafka_etl/topic"
@@ -30,22 +26,10 @@ _KINDS = {"postgresql": "postgres"}
 _DEFAULT_SCHEMA = {"duckdb": "main", "postgresql": "public", "sqlite": "main"}
 
 
-def dagster_name(text: str) -> str:
-    """``text`` as a Dagster name (letters, digits, underscores)."""
-    name = re.sub(r"[^A-Za-z0-9_]", "_", text).strip("_")
-    return name or "_"
-
-
 @dataclass(frozen=True)
-class PipelineTranslatorData:
-    """One pipeline and the file it came from: what a translator needs to name things."""
-
-    project: Project
-    pipeline: Pipeline
-
-    @cached_property
-    def url(self) -> URL:
-        return resolve_target(self.pipeline.target.get_secret_value(), base_dir(self.project))
+class PipelineTranslatorData(PipelineDefinition):
+    """One pipeline and the file it came from: what a translator needs to name things, on top
+    of what the definition opens (``open_sink``, ``consumer_settings``, ``spec``)."""
 
     @property
     def backend(self) -> str:
@@ -80,16 +64,6 @@ class PipelineTranslatorData:
     @property
     def job_prefix(self) -> str:
         return dagster_name(self.pipeline.name)
-
-    def open_sink(self) -> Sink:
-        """The pipeline's sink (checkpoints, table schema, row count), as the runner opens it."""
-        p = self.pipeline
-        return open_sink(
-            p.target.get_secret_value(),
-            table_spec(p),
-            base_dir=base_dir(self.project),
-            lock_timeout=p.lock_timeout,
-        )
 
 
 @dataclass(frozen=True)
@@ -160,7 +134,7 @@ class KafkaEtlTranslator:
     def describe(self, data: PipelineTranslatorData) -> str:
         p = data.pipeline
         text = (
-            f"Kafka topic `{p.topic}` → table `{table_spec(p).display_name}` in {data.backend}"
+            f"Kafka topic `{p.topic}` → table `{data.spec.display_name}` in {data.backend}"
             f" ({p.mode} mode, exactly once)."
         )
         return f"{text}\n\n{p.description}" if p.description else text

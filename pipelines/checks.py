@@ -12,15 +12,14 @@ import re
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from connector.names import ISOLATION_LEVEL, MANAGED_SETTINGS
 from kafka_etl.errors import redact
 from pipelines.yaml_file import show
 
 Settings = Mapping[str, str | int | float | bool]
 
 # Consumer settings the runner owns: changing them would break bounded, exactly-once reads.
-RESERVED_KAFKA_KEYS = frozenset(
-    {"enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset", "enable.partition.eof"}
-)
+RESERVED_KAFKA_KEYS = frozenset(MANAGED_SETTINGS)
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _OWNER = re.compile(r"^(team:\S+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
 _BACKENDS = ("duckdb", "postgresql", "mysql", "mariadb", "sqlite")
@@ -114,7 +113,7 @@ def target_names(
     if schema is not None and backend == "sqlite":
         msg = "field 'schema': not supported for sqlite targets"
         raise ValueError(msg)
-    from connector.dead_letters import dlq_table_name
+    from sinks.dead_letter_table import dlq_table_name
     from sinks.sql.tables import check_name
 
     dialect = url.get_dialect()()
@@ -169,7 +168,7 @@ def kafka_settings(settings: Settings, *, pipeline_level: bool) -> Settings:
         )
         raise ValueError(msg)
     level = settings.get("isolation.level")
-    if level is not None and level != "read_committed":
+    if level is not None and level != ISOLATION_LEVEL:
         msg = (
             f"setting 'isolation.level: {level}': kafka-etl reads read_committed; anything else"
             " would load the messages of aborted transactions"
@@ -211,6 +210,12 @@ _FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
     ("day of week", 0, 7, _DAYS),
 )
 _ITEM = re.compile(r"^(?P<base>\*|\?|[^-/]+(?:-[^-/]+)?)(?:/(?P<step>\d+))?$")
+
+
+def dagster_name(text: str) -> str:
+    """``text`` as a Dagster name (letters, digits, underscores): how jobs, sensors and asset
+    groups are named after pipelines and databases."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", text).strip("_") or "_"
 
 
 def cron(value: str) -> str:

@@ -21,12 +21,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from connector.client import ReadPlan
+from connector.lag import PartitionLag
 from kafka_etl.errors import KafkaEtlError, TerminalError
 from pipelines import exits
 from pipelines.config import Project, load_project
 from pipelines.dead_letters import list_dead_letters, replay_dead_letters
+from pipelines.ranges import CLI_NAMES, RangeError, parse_timestamp, replay_range
 from pipelines.runner import (
-    PartitionStatus,
+    Progress as RunProgress,
+)
+from pipelines.runner import (
     ResetMove,
     ResetTarget,
     RunResult,
@@ -36,9 +40,6 @@ from pipelines.runner import (
     replay_pipeline,
     reset_pipeline,
     run_pipeline,
-)
-from pipelines.runner import (
-    Progress as RunProgress,
 )
 
 app = typer.Typer(
@@ -171,24 +172,24 @@ def status(
         raise typer.Exit(worst)
 
 
-def _partition_json(s: PartitionStatus) -> dict[str, Any]:
+def _partition_json(s: PartitionLag) -> dict[str, Any]:
     return {
         "partition": s.partition,
-        "checkpoint": s.checkpoint,
+        "checkpoint": s.position,
         "log_start": s.log_start,
         "high_watermark": s.high_watermark,
         "lag": s.lag,
     }
 
 
-def _status_table(title: str, rows: list[PartitionStatus]) -> Table:
+def _status_table(title: str, rows: list[PartitionLag]) -> Table:
     table = Table(title=escape(title), title_justify="left")
     for column in ("partition", "checkpoint", "log start", "high watermark", "lag"):
         table.add_column(column, justify="right")
     for s in rows:
         table.add_row(
             str(s.partition),
-            "-" if s.checkpoint is None else f"{s.checkpoint:,}",
+            "-" if s.position is None else f"{s.position:,}",
             f"{s.log_start:,}",
             f"{s.high_watermark:,}",
             f"{s.lag:,}",
@@ -308,25 +309,26 @@ def backfill(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Replay an already-loaded range (by time or by offsets); the checkpoint never moves."""
-    offsets: dict[int, tuple[int, int]] | None = None
-    window: tuple[datetime | None, datetime | None] = (None, None)
-    if partition is not None:
-        if from_offset is None or to_offset is None or since or until:
-            ctx.fail("--partition needs --from-offset and --to-offset (and no --from/--to)")
-        offsets = {partition: (from_offset, to_offset)}
-    elif since is None or until is None or from_offset is not None or to_offset is not None:
-        ctx.fail("give --from and --to timestamps, or --partition with offsets")
-    else:
-        window = (_timestamp(ctx, "--from", since), _timestamp(ctx, "--to", until))
+    try:
+        wanted = replay_range(
+            CLI_NAMES,
+            since=since,
+            until=until,
+            partition=partition,
+            from_offset=from_offset,
+            to_offset=to_offset,
+        )
+    except RangeError as exc:
+        ctx.fail(str(exc))
     project = _project(ctx)
     bar = _LazyBar(enabled=not as_json)
     try:
         result = replay_pipeline(
             project,
             name,
-            since=window[0],
-            until=window[1],
-            offsets=offsets,
+            since=wanted.since,
+            until=wanted.until,
+            offsets=wanted.offsets,
             on_start=bar.start,
             on_progress=bar.update,
         )
@@ -383,15 +385,9 @@ def dlq(
 
 def _timestamp(ctx: typer.Context, option: str, text: str, choices: str = "") -> datetime:
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        msg = (
-            f"{option} {text!r}: expected {choices}an ISO-8601 timestamp such as 2026-11-01T00:00Z"
-        )
-        ctx.fail(msg)
-    if when.tzinfo is None:
-        ctx.fail(f"{option} {text!r}: give a time zone (e.g. {text}Z)")
-    return when
+        return parse_timestamp(option, text, choices)
+    except RangeError as exc:
+        ctx.fail(str(exc))
 
 
 def _reset_target(ctx: typer.Context, text: str) -> ResetTarget:

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from connector.names import REGISTRY_FORMATS, Format
 from kafka_etl.errors import ConfigError, redact
 from kafka_etl.secrets import SecretUrl, is_secret_name, reveal
 from pipelines import checks
@@ -34,8 +35,6 @@ from pipelines.yaml_file import read_document, show, where
 # ``${`` either starts a whole reference (group 1: the name, group 2: a default) or is an error.
 _VAR = re.compile(r"\$\{(?:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})?")
 _NAME = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
-Format = Literal["json", "avro", "protobuf", "json_schema", "string", "bytes"]
-_REGISTRY_FORMATS = frozenset({"avro", "protobuf", "json_schema"})
 KafkaValue = str | int | float | bool | SecretStr
 KafkaSettings = dict[str, KafkaValue]
 
@@ -237,7 +236,7 @@ class Pipeline(BaseModel):
         if self.schema_registry is None:
             for field, fmt in (("format", self.format), ("key_format", self.key_format)):
                 plain_avro = field == "format" and self.avro_schema_file is not None
-                if fmt in _REGISTRY_FORMATS and not plain_avro:
+                if fmt in REGISTRY_FORMATS and not plain_avro:
                     msg = (
                         f"{field} {fmt!r} needs a schema registry: set 'schema_registry: {{url:"
                         " ...}}' in the file or on the pipeline"
@@ -316,10 +315,10 @@ class Project(BaseModel):
     @model_validator(mode="after")
     def _dagster_names(self) -> Project:
         """Dagster names jobs and sensors after pipelines in letters, digits and underscores
-        (``dagster_project.translator.dagster_name``); two pipelines must not meet there."""
+        (``checks.dagster_name``); two pipelines must not meet there."""
         seen: dict[str, str] = {}
         for name in self.pipelines:
-            as_dagster = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "_"
+            as_dagster = checks.dagster_name(name)
             if as_dagster in seen:
                 msg = (
                     f"{self.source}: field 'pipelines': {seen[as_dagster]!r} and {name!r} both"

@@ -19,13 +19,14 @@ import pyarrow.compute as pc
 from connector.batch import Batch
 from connector.dead_letters import rejects_table
 from connector.formats.base import Reject
+from connector.names import IDENTITY_COLUMNS
 from connector.reader import RawBatch
 from kafka_etl.errors import SchemaConflictError, TerminalError
 from sinks.base import TableSpec
 from sinks.schema import plan_schema
 
 SCHEMA_CONFLICT = "schema_conflict"
-_IDENTITY = ("_topic", "_partition", "_offset")
+_IDENTITY = IDENTITY_COLUMNS
 
 
 def set_aside_conflicts(

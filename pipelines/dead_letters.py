@@ -1,8 +1,9 @@
 """``kafka-etl dlq``: list a pipeline's dead letters, or decode them again after a fix.
 
-Replaying dead letters decodes the stored raw messages with the pipeline's current definition;
-those that now decode move into the table (inserted, and deleted from ``<table>__dlq``, in one
-transaction). The checkpoint does not move: those offsets were already accounted for.
+Replaying dead letters decodes (and flattens) the stored raw messages with the pipeline's
+current definition (``pipelines.definition``); those that now decode move into the table
+(inserted, and deleted from ``<table>__dlq``, in one transaction). The checkpoint does not
+move: those offsets were already accounted for.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import pyarrow as pa
 
 from connector.dead_letters import raw_batch
 from pipelines.config import Project
-from pipelines.runner import base_dir, decoder_for, table_spec
-from sinks.factory import open_sink
+from pipelines.definition import PipelineDefinition
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,26 +28,20 @@ class DeadLetterReplay:
 
 def list_dead_letters(project: Project, name: str, limit: int | None = None) -> pa.Table:
     """The pipeline's dead letters in partition and offset order (at most ``limit``)."""
-    pipeline = project.pipeline(name)
-    with open_sink(
-        pipeline.target.get_secret_value(), table_spec(pipeline), base_dir=base_dir(project)
-    ) as sink:
+    with PipelineDefinition.of(project, name).open_sink() as sink:
         return sink.read_dead_letters(limit)
 
 
 def replay_dead_letters(project: Project, name: str) -> DeadLetterReplay:
     """Decode every dead letter again; move those that now succeed into the table."""
-    pipeline = project.pipeline(name)
-    decoder = decoder_for(pipeline)
-    with open_sink(
-        pipeline.target.get_secret_value(),
-        table_spec(pipeline),
-        base_dir=base_dir(project),
-        lock_timeout=pipeline.lock_timeout,
-    ) as sink:
+    definition = PipelineDefinition.of(project, name)
+    decoder = definition.decoder()
+    with definition.open_sink() as sink:
         letters = sink.read_dead_letters()
         if letters.num_rows == 0:
             return DeadLetterReplay(0, 0, 0)
-        batch, rejects = decoder.decode_tolerant(raw_batch(pipeline.topic, letters))
+        batch, rejects = decoder.decode_tolerant(raw_batch(definition.pipeline.topic, letters))
+        # Flattened as the runner flattens, so the rows land in the table's ``a__b`` columns.
+        batch = definition.flattened(batch)
         moved = sink.resolve_dead_letters(batch) if len(rejects) < letters.num_rows else 0
         return DeadLetterReplay(letters.num_rows, moved, letters.num_rows - moved)

@@ -14,9 +14,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
@@ -36,17 +35,20 @@ from connector.client import (
     plan_read,
     watermarks,
 )
-from connector.dead_letters import rejects_table
-from connector.flatten import flatten_structs
-from connector.formats import Decoder, build_decoder
+from connector.lag import PartitionLag
 from connector.reader import BoundedReader, RawBatch
-from connector.types import parse_arrow_type
 from kafka_etl.errors import KafkaEtlError, SourceUnavailableError, TerminalError, classify
-from kafka_etl.process import bulk_allocation, limit_malloc_arenas
 from pipelines.config import Pipeline, Project
-from pipelines.conflicts import ErrorBudget, charge_conflicts, set_aside_conflicts
-from sinks.base import SchemaChange, Sink, TableSpec, WriteResult, WriteTurn
-from sinks.factory import open_sink
+from pipelines.conflicts import charge_conflicts, set_aside_conflicts
+from pipelines.definition import (
+    PipelineDefinition,
+    decode,
+    decoder_for,
+    error_budget,
+    table_spec,
+)
+from pipelines.process import bulk_allocation, limit_malloc_arenas
+from sinks.base import SchemaChange, Sink, WriteResult, WriteTurn
 
 log = logging.getLogger(__name__)
 # After the last commit the run has done its work: the lag it then reports waits at most this
@@ -110,19 +112,6 @@ class RunResult:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class PartitionStatus:
-    partition: int
-    checkpoint: int | None
-    log_start: int
-    high_watermark: int
-
-    @property
-    def lag(self) -> int:
-        start = self.checkpoint if self.checkpoint is not None else self.log_start
-        return max(self.high_watermark - start, 0)
-
-
 @dataclass(slots=True)
 class _Tally:
     """What the committed batches of one run added up to.
@@ -172,34 +161,12 @@ class _Tally:
             return sum(r.size for r in self.loaded.values())
 
 
-def table_spec(pipeline: Pipeline) -> TableSpec:
-    return TableSpec(
-        pipeline=pipeline.name,
-        topic=pipeline.topic,
-        table=pipeline.table,
-        db_schema=pipeline.db_schema,
-        mode=pipeline.mode,
-        key=pipeline.key,
-        delete_on_tombstone=pipeline.delete_on_tombstone,
-        widen_to_string=pipeline.widen_to_string,
-    )
-
-
-def base_dir(project: Project) -> Path | None:
-    source = Path(project.source)
-    return source.parent.resolve() if source.exists() else None
-
-
 @contextmanager
 def _connections(project: Project, pipeline: Pipeline) -> Iterator[tuple[Sink, Consumer]]:
-    sink = open_sink(
-        pipeline.target.get_secret_value(),
-        table_spec(pipeline),
-        base_dir=base_dir(project),
-        lock_timeout=pipeline.lock_timeout,
-    )
+    definition = PipelineDefinition(project, pipeline)
+    sink = definition.open_sink()
     try:
-        settings = project.consumer_settings(pipeline)
+        settings = definition.consumer_settings
         consumer = make_consumer(settings, pipeline.consumer_group)
         unreachable = False
         try:
@@ -212,24 +179,6 @@ def _connections(project: Project, pipeline: Pipeline) -> Iterator[tuple[Sink, C
             close_consumer(consumer, timeout=1.0 if unreachable else CLOSE_TIMEOUT)
     finally:
         sink.close()
-
-
-def decoder_for(pipeline: Pipeline) -> Decoder:
-    """The pipeline's decoder: its value and key formats, registry and columns."""
-    explicit = None
-    if pipeline.columns:
-        explicit = pa.schema(
-            [pa.field(name, parse_arrow_type(t, name)) for name, t in pipeline.columns.items()]
-        )
-    registry = pipeline.schema_registry
-    return build_decoder(
-        pipeline.format,
-        pipeline.key_format,
-        schema_registry=registry.client_config() if registry is not None else None,
-        avro_schema_file=pipeline.avro_schema_file,
-        explicit=explicit,
-        include_headers=pipeline.include_headers,
-    )
 
 
 def run_pipeline(
@@ -344,10 +293,6 @@ def _load(
     def prepare(raw: RawBatch) -> tuple[Batch, RawBatch | None]:
         """Decode (and flatten) one batch; runs on the reading thread, ahead of the writer."""
         batch = decode(pipeline, decoder, raw, budget)
-        if pipeline.flatten:
-            batch = replace(
-                batch, rows=flatten_structs(batch.rows, pipeline.flatten, pipeline.name)
-            )
         # Only schema conflicts need the undecoded messages again, at write time.
         return batch, raw if pipeline.on_schema_conflict == "dlq" else None
 
@@ -441,7 +386,7 @@ def _lag_after(sink: Sink, consumer: Consumer, topic: str, parts: list[int]) -> 
     except KafkaEtlError as exc:
         log.warning("kafka-etl: warning: lag after the run is unknown: %s", plain(exc))
         return {}
-    return {p: max(after[p][1] - checkpoints.get(p, after[p][0]), 0) for p in after}
+    return {p: PartitionLag(p, checkpoints.get(p), *after[p]).lag for p in after}
 
 
 def _table_after(sink: Sink) -> tuple[int | None, pa.Schema | None]:
@@ -475,46 +420,17 @@ def _drain(
         committed(done)
 
 
-def error_budget(pipeline: Pipeline) -> ErrorBudget:
-    """The pipeline's budget of bad messages for one run (``pipelines.conflicts``)."""
-    return ErrorBudget(pipeline.name, pipeline.max_error_ratio, pipeline.min_messages_for_ratio)
-
-
-def decode(
-    pipeline: Pipeline, decoder: Decoder, raw: RawBatch, budget: ErrorBudget | None = None
-) -> Batch:
-    """Decode one micro-batch per ``on_error``: the first bad message fails the run, or bad
-    messages travel in ``Batch.rejects`` to the dead-letter table, unless the run's
-    ``budget`` (a fresh one: this batch is the run) says the problem is systematic."""
-    budget = budget if budget is not None else error_budget(pipeline)
-    if pipeline.on_error == "fail":
-        batch = decoder.decode(raw)
-        budget.charge(0, len(raw))
-        return batch
-    batch, rejects = decoder.decode_tolerant(raw)
-    budget.charge(len(rejects), len(raw), str(rejects[0].to_error(raw.topic)) if rejects else "")
-    if not rejects:
-        return batch
-    return replace(batch, rejects=rejects_table(raw.topic, rejects))
-
-
 def pipeline_schema(project: Project, name: str) -> tuple[pa.Schema | None, list[SchemaChange]]:
     """The target table's current columns (None before the first load) and the history of
     the changes kafka-etl applied to them."""
-    pipeline = project.pipeline(name)
-    sink = open_sink(
-        pipeline.target.get_secret_value(),
-        table_spec(pipeline),
-        base_dir=base_dir(project),
-        lock_timeout=pipeline.lock_timeout,
-    )
+    sink = PipelineDefinition.of(project, name).open_sink()
     try:
         return sink.table_schema(), sink.schema_history()
     finally:
         sink.close()
 
 
-def pipeline_status(project: Project, name: str) -> list[PartitionStatus]:
+def pipeline_status(project: Project, name: str) -> list[PartitionLag]:
     """Checkpoint, log start, high watermark and lag for every partition of the topic."""
     pipeline = project.pipeline(name)
     with _connections(project, pipeline) as (sink, consumer):
@@ -523,8 +439,7 @@ def pipeline_status(project: Project, name: str) -> list[PartitionStatus]:
             consumer, pipeline.topic, partitions(consumer, pipeline.topic, 10.0), timeout=10.0
         )
     return [
-        PartitionStatus(p, checkpoints.get(p), low, high)
-        for p, (low, high) in sorted(marks.items())
+        PartitionLag(p, checkpoints.get(p), low, high) for p, (low, high) in sorted(marks.items())
     ]
 
 

@@ -11,12 +11,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import sqlalchemy as sa
 import yaml
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from connector.formats.base import FrameDecoder
+from connector.formats.json import JsonFormat
+from connector.formats.text import StringFormat
 from pipelines.config import Project, load_project
 from sinks.factory import resolve_target
+
+
+class JsonDecoder(FrameDecoder):
+    """JSON values with UTF-8 keys, as ``format: json`` decodes them (``build_decoder``)."""
+
+    def __init__(self, explicit: pa.Schema | None = None, *, include_headers: bool = False) -> None:
+        super().__init__(JsonFormat(explicit), StringFormat(), include_headers=include_headers)
 
 
 def write_pipelines(

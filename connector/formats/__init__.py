@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 
@@ -32,12 +32,9 @@ from connector.formats.base import (
     ValueFormat,
 )
 from connector.formats.registry import SchemaRegistry, SchemaRegistryUnavailableError
+from connector.names import FORMATS, REGISTRY_FORMATS, Format
 from kafka_etl.errors import ConfigError
 from kafka_etl.extras import require
-
-Format = Literal["json", "avro", "protobuf", "json_schema", "string", "bytes"]
-FORMATS: tuple[Format, ...] = ("json", "avro", "protobuf", "json_schema", "string", "bytes")
-REGISTRY_FORMATS = frozenset({"avro", "protobuf", "json_schema"})
 
 
 def value_format(

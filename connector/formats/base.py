@@ -23,8 +23,9 @@ from typing import Protocol, cast
 import numpy as np
 import pyarrow as pa
 
-from connector.batch import METADATA_COLUMNS, Batch
+from connector.batch import Batch
 from connector.formats.vector import scatter
+from connector.names import METADATA_COLUMNS
 from connector.reader import Headers, RawBatch
 from kafka_etl.errors import RecordError
 

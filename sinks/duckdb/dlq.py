@@ -7,8 +7,8 @@ from typing import Any
 import pyarrow as pa
 
 from connector.batch import Batch
-from connector.dead_letters import dlq_table_name, resolved_offsets
 from sinks.base import TableSpec
+from sinks.dead_letter_table import dlq_table_name, resolved_offsets
 from sinks.duckdb.sql import qualified, quote, registered
 
 _VIEW = "_kafka_etl_dead_letters"

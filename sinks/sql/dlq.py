@@ -16,9 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
 from connector.batch import Batch
-from connector.dead_letters import DLQ_SCHEMA, FIRST_SEEN, dlq_table_name, resolved_offsets
+from connector.dead_letters import DLQ_SCHEMA
 from kafka_etl.errors import ConfigError
 from sinks.base import TableSpec
+from sinks.dead_letter_table import FIRST_SEEN, dlq_table_name, resolved_offsets
 from sinks.sql.load import Loader
 from sinks.sql.tables import check_name, creating
 from sinks.sql.types import column_type, exact_collation, is_mysql

@@ -11,7 +11,7 @@ import yaml
 from connector.formats.base import FrameDecoder
 from kafka_etl.errors import ConfigError
 from pipelines.config import load_project
-from pipelines.runner import decoder_for
+from pipelines.definition import decoder_for
 
 
 def write(tmp_path: Path, pipeline: dict[str, Any], **top: Any) -> Path:

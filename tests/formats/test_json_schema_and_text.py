@@ -10,12 +10,12 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from connector.decode import JsonDecoder
 from connector.formats import Format, build_decoder
 from connector.formats.base import HEADERS_TYPE
 from connector.reader import Headers
 from kafka_etl.errors import RecordError
 from tests.formats.support import framed, raw_batch, unique
+from tests.helpers import JsonDecoder
 
 EVENT_SCHEMA = {
     "$schema": "http://json-schema.org/draft-07/schema#",

@@ -20,7 +20,7 @@ from confluent_kafka import Producer
 
 from kafka_etl.errors import TerminalError
 from pipelines.dead_letters import list_dead_letters, replay_dead_letters
-from pipelines.runner import replay_pipeline, reset_pipeline, run_pipeline
+from pipelines.runner import pipeline_schema, replay_pipeline, reset_pipeline, run_pipeline
 from tests.fixtures.databases import sinks
 from tests.fixtures.kafka import Produce, TopicFactory
 from tests.helpers import (
@@ -371,6 +371,44 @@ def test_dlq_lists_and_replay_moves_what_now_decodes(
     again = replay_dead_letters(project_for(config), "orders")  # idempotent
     assert (again.examined, again.moved, again.still_failing) == (1, 0, 1)
     assert len(table_offsets(sink_url, tmp_path, "orders")) == 30
+
+
+def test_dlq_replay_flattens_as_the_run_does(
+    sink_url: str, tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    """``flatten:`` applies to replayed dead letters too: they land in the ``a__b`` columns the
+    run made, not in a nested struct column of their own."""
+    topic = topic_factory(1)
+    messages: list[Message] = []
+    for i in range(10):
+        amount = "3.5" if i == 3 else str(i)  # one message has a fraction
+        value = f'{{"id": {i}, "amount": {amount}, "info": {{"code": {i * 10}}}}}'
+        messages.append((value.encode(), None, None))
+    produce_raw(kafka_bootstrap, topic, messages)
+    body: dict[str, Any] = {
+        "topic": topic,
+        "target": sink_url,
+        "table": "flat",
+        "columns": {"id": "int64", "amount": "int64"},  # wrong: amounts may have fractions
+        "flatten": 1,
+        "on_error": "dlq",
+        "max_error_ratio": 0.5,
+    }
+    config = write_pipelines(tmp_path, kafka_bootstrap, {"flat": body})
+    assert run_pipeline(project_for(config), "flat").dead_lettered == 1
+    assert sorted(dead_letters(sink_url, tmp_path, "flat")) == [3]
+
+    body["columns"] = {"id": "int64", "amount": "float64"}  # the fix
+    config = write_pipelines(tmp_path, kafka_bootstrap, {"flat": body})
+    moved = cli(config, "dlq", "flat", "--replay")
+    assert moved.returncode == 0, moved.stderr
+    assert "1 of 1 dead letters now decode" in moved.stdout
+    assert dead_letters(sink_url, tmp_path, "flat") == {}
+    schema = pipeline_schema(project_for(config), "flat")[0]
+    columns = set(schema.names) if schema is not None else set()
+    assert "info__code" in columns and "info" not in columns, columns
+    codes = dict(fetch(sink_url, tmp_path, "SELECT id, info__code FROM flat"))
+    assert codes == {i: i * 10 for i in range(10)}
 
 
 def test_pipelines_file_accepts_the_dlq_settings(tmp_path: Path) -> None:

@@ -18,12 +18,12 @@ import pytest
 import sqlalchemy as sa
 
 from connector.batch import Batch, OffsetRange
-from connector.decode import JsonDecoder
 from connector.reader import RawBatch
 from kafka_etl.errors import CheckpointConflictError, SchemaConflictError, SinkUnavailableError
 from sinks.base import Sink, TableSpec, WriteTurn
 from sinks.factory import open_sink, resolve_target
 from tests.fixtures.databases import sinks
+from tests.helpers import JsonDecoder
 
 TOPIC = "orders"
 T0 = 1_750_000_000_000  # ms

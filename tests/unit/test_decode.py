@@ -7,9 +7,9 @@ import pyarrow as pa
 import pytest
 
 from connector.batch import OffsetRange
-from connector.decode import JsonDecoder
 from connector.reader import RawBatch
 from kafka_etl.errors import RecordError
+from tests.helpers import JsonDecoder
 
 
 def raw(values: list[bytes | None], keys: list[bytes | None] | None = None) -> RawBatch:

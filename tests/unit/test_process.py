@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kafka_etl.process import bulk_allocation, limit_malloc_arenas
+from pipelines.process import bulk_allocation, limit_malloc_arenas
 
 
 def test_bulk_allocation_restores_the_collector_even_after_an_error() -> None:
