@@ -19,7 +19,11 @@ from pathlib import Path
 from dagster import Component, ComponentLoadContext, Definitions, EnvVar, Model, Resolvable
 from pydantic import Field
 
-from dagster_project.factory import build_definitions
+from dagster_project.factory import (
+    DEFAULT_CHECKS_SCHEDULE,
+    DEFAULT_POISON_AFTER,
+    build_definitions,
+)
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import KafkaEtlTranslator
 from pipelines.config import load_project
@@ -61,6 +65,17 @@ class KafkaEtlComponent(Component, Resolvable, Model):
     schedules_running: bool = Field(
         default=True, description="Start the YAML's schedules switched on."
     )
+    checks_schedule: str | None = Field(
+        default=DEFAULT_CHECKS_SCHEDULE,
+        description="Cron of each pipeline's checks job (continuity, freshness); null for none.",
+    )
+    poison_after: int = Field(
+        default=DEFAULT_POISON_AFTER,
+        description=(
+            "Failed runs at the same message after which the lag sensor stops requesting runs"
+            " (until the config, the checkpoint or the backlog changes); 0 never stops."
+        ),
+    )
     kafka: KafkaConnection = Field(default_factory=KafkaConnection)
 
     def translator(self) -> KafkaEtlTranslator:
@@ -98,4 +113,6 @@ class KafkaEtlComponent(Component, Resolvable, Model):
             sensor_interval_seconds=self.sensor_interval_seconds,
             sensors_running=self.sensors_running,
             schedules_running=self.schedules_running,
+            checks_schedule=self.checks_schedule,
+            poison_after=self.poison_after,
         )

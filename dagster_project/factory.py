@@ -18,13 +18,17 @@ from dagster_project.assets import (
     load_assets,
     pipeline_data,
 )
+from dagster_project.automation import checks_schedule as checks_schedule_
 from dagster_project.automation import lag_sensor, load_schedule
+from dagster_project.check_defs import kafka_etl_checks
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import KafkaEtlTranslator
 from kafka_etl.errors import ConfigError
 from pipelines.config import Project
 
 RESOURCE_KEY = "kafka_etl"
+DEFAULT_CHECKS_SCHEDULE = "*/5 * * * *"
+DEFAULT_POISON_AFTER = 2
 
 
 def build_definitions(
@@ -36,9 +40,13 @@ def build_definitions(
     sensor_interval_seconds: int = 30,
     sensors_running: bool = False,
     schedules_running: bool = True,
+    checks_schedule: str | None = DEFAULT_CHECKS_SCHEDULE,
+    poison_after: int = DEFAULT_POISON_AFTER,
 ) -> Definitions:
-    """Per pipeline: a table asset with checks, a replay asset, ``<name>_load`` and
-    ``<name>_replay`` jobs, a schedule when ``schedule:`` is set, and a lag sensor.
+    """Per pipeline: a table asset with checks, a replay asset, ``<name>_load``,
+    ``<name>_checks`` and ``<name>_replay`` jobs, a schedule when ``schedule:`` is set, a checks
+    schedule (``checks_schedule`` cron, None for none) and a lag sensor (which stops asking for
+    runs after ``poison_after`` failures at the same offset).
 
     Pipelines writing to one DuckDB file share one op (and pool), so the file is never opened
     by two runs at once; pipelines on SQL databases get an op (and a pool) each. The jobs run
@@ -47,7 +55,14 @@ def build_definitions(
     translator = translator or KafkaEtlTranslator()
     datas = pipeline_data(project, None)
     _unique_names(project, [d.job_prefix for d in datas])
-    loads = [load_assets(project, translator, group) for group in by_pool(datas).values()]
+    groups = by_pool(datas).values()
+    loads = [load_assets(project, translator, group) for group in groups]
+    checks = [
+        kafka_etl_checks(
+            project=project, pipelines=[d.pipeline.name for d in group], translator=translator
+        )
+        for group in groups
+    ]
     replays = []
     jobs = []
     schedules = []
@@ -63,8 +78,18 @@ def build_definitions(
         tags = {"kafka_etl/pipeline": data.job_prefix}
         load_job = define_asset_job(
             f"{data.job_prefix}_load",
-            selection=AssetSelection.assets(table.key),
-            description=f"Load {data.pipeline.topic} into {data.pipeline.table} (with checks).",
+            selection=AssetSelection.assets(table.key).without_checks(),
+            description=f"Load {data.pipeline.topic} into {data.pipeline.table}.",
+            tags=tags,
+            executor_def=in_process_executor,
+        )
+        checks_job = define_asset_job(
+            f"{data.job_prefix}_checks",
+            selection=AssetSelection.checks_for_assets(table.key),
+            description=(
+                f"Check {data.pipeline.table} against {data.pipeline.topic}: continuity and"
+                " freshness, read from the table and Kafka whether or not the last load worked."
+            ),
             tags=tags,
             executor_def=in_process_executor,
         )
@@ -78,21 +103,25 @@ def build_definitions(
             tags=tags,
             executor_def=in_process_executor,
         )
-        jobs += [load_job, replay_job]
+        jobs += [load_job, checks_job, replay_job]
         schedule = load_schedule(data, load_job, schedule_status)
         if schedule is not None:
             schedules.append(schedule)
+        if checks_schedule is not None:
+            schedules.append(checks_schedule_(data, checks_job, checks_schedule, schedule_status))
         sensors.append(
             lag_sensor(
                 data,
                 load_job,
                 minimum_interval_seconds=sensor_interval_seconds,
                 status=sensor_status,
+                poison_after=poison_after,
             )
         )
     topics = dedupe(translator.get_topic_spec(d) for d in datas)
     return Definitions(
         assets=[*topics, *loads, *replays],
+        asset_checks=checks,
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dagster import (
     AssetKey,
+    DagsterInstance,
     RunRequest,
     SensorResult,
     SkipReason,
@@ -25,7 +26,9 @@ from tests.helpers import events, high_watermarks, write_pipelines
 def _evaluate(path: Path, name: str = "events", **overrides: object) -> SensorResult | SkipReason:
     defs = definitions(path)
     sensor = defs.resolve_sensor_def(f"{name}_lag_sensor")
-    context = build_sensor_context(resources={"kafka_etl": resource(path, **overrides)})
+    context = build_sensor_context(
+        resources={"kafka_etl": resource(path, **overrides)}, instance=DagsterInstance.ephemeral()
+    )
     result = sensor(context)
     assert isinstance(result, SensorResult | SkipReason)
     return result
@@ -122,7 +125,17 @@ def test_a_schedule_from_the_yaml_targets_the_pipelines_load_job(tmp_path: Path)
     assert isinstance(request, RunRequest)
     job = defs.resolve_job_def("events_load")
     assert job.asset_layer.executable_asset_keys == {EVENTS}
-    assert {k.name for k in job.asset_layer.asset_graph.asset_check_keys} >= {"offset_continuity"}
+    # The checks have their own job and schedule: a failed load does not decide them.
+    checks_job = defs.resolve_job_def("events_checks")
+    assert {k.name for k in checks_job.asset_layer.asset_graph.asset_check_keys} >= {
+        "offset_continuity"
+    }
+    assert not checks_job.asset_layer.executable_asset_keys
+    checks_schedule = defs.resolve_schedule_def("events_checks_schedule")
+    assert (checks_schedule.job_name, checks_schedule.cron_schedule) == (
+        "events_checks",
+        "*/5 * * * *",
+    )
     # No schedule: field absent. Every pipeline still has a sensor.
     assert not any(s.name == "clicks_schedule" for s in defs.schedules or [])
     assert defs.resolve_sensor_def("clicks_lag_sensor").job_name == "clicks_load"
