@@ -1,4 +1,4 @@
-"""Asset factories: pipelines as assets (``kafka_etl_assets``) and their daily replays.
+"""Asset factories: pipelines as assets (``kafka_etl_assets``); the replays' run config.
 
 ``kafka_etl_assets`` follows dagster-dlt's ``dlt_assets``: it returns a ``multi_asset``
 decorator (``can_subset=True``) whose body calls the resource::
@@ -13,7 +13,6 @@ failed load never decides their outcome.
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from dagster import (
@@ -21,9 +20,6 @@ from dagster import (
     AssetsDefinition,
     AssetSpec,
     Config,
-    DailyPartitionsDefinition,
-    Failure,
-    MaterializeResult,
     multi_asset,
 )
 from pydantic import Field
@@ -96,6 +92,7 @@ def kafka_etl_assets(
 class ReplayConfig(Config):
     """A replay range for a Launchpad run; leave empty to replay the run's partition (day)."""
 
+    day: str | None = Field(default=None, description="A day, YYYY-MM-DD (schedule_timezone)")
     from_: str | None = Field(
         default=None, alias="from", description="ISO-8601 start, inclusive (2026-11-01T00:00Z)"
     )
@@ -103,70 +100,6 @@ class ReplayConfig(Config):
     partition: int | None = Field(default=None, description="Kafka partition (with offsets)")
     from_offset: int | None = Field(default=None, description="First offset, inclusive")
     to_offset: int | None = Field(default=None, description="Last offset, exclusive")
-
-
-def replay_partitions(data: PipelineTranslatorData, start_date: str) -> DailyPartitionsDefinition:
-    """Days in the pipeline's ``schedule_timezone``, today included (it replays up to now)."""
-    return DailyPartitionsDefinition(
-        start_date=start_date, timezone=data.pipeline.schedule_timezone, end_offset=1
-    )
-
-
-def kafka_etl_replay_asset(
-    data: PipelineTranslatorData,
-    *,
-    translator: KafkaEtlTranslator | None = None,
-    start_date: str = "2026-01-01",
-) -> AssetsDefinition:
-    """A daily-partitioned asset whose partitions replay that day's messages into the table."""
-    translator = translator or KafkaEtlTranslator()
-    table = translator.get_asset_spec(data)
-    days = replay_partitions(data, start_date)
-    spec = translator.get_replay_asset_spec(data, table).merge_attributes(
-        metadata={META_PIPELINE: data.pipeline.name}
-    )
-
-    @multi_asset(
-        name=f"kafka_etl__{data.job_prefix}__replay",
-        specs=[spec.replace_attributes(partitions_def=days)],
-        partitions_def=days,
-        pool=data.pool,
-    )
-    def _replay(
-        context: AssetExecutionContext, config: ReplayConfig, kafka_etl: KafkaEtlResource
-    ) -> MaterializeResult:
-        if config.partition is not None:
-            if config.from_offset is None or config.to_offset is None or config.from_ or config.to:
-                msg = "give partition with from_offset and to_offset (and no from/to)"
-                raise Failure(msg)
-            offsets = {config.partition: (config.from_offset, config.to_offset)}
-            return kafka_etl.replay(context, offsets=offsets)
-        if config.from_ or config.to:
-            if not (config.from_ and config.to):
-                msg = "give both 'from' and 'to' (ISO-8601 timestamps with a time zone)"
-                raise Failure(msg)
-            since, until = _timestamp("from", config.from_), _timestamp("to", config.to)
-        elif context.has_partition_key:
-            window = context.partition_time_window
-            since, until = window.start, window.end
-        else:
-            msg = "choose a day (partition), or set 'from'/'to' or offsets in the run config"
-            raise Failure(msg)
-        return kafka_etl.replay(context, since=since, until=until)
-
-    return _replay
-
-
-def _timestamp(field: str, text: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        msg = f"{field} {text!r}: expected ISO-8601, e.g. 2026-11-01T00:00Z"
-        raise Failure(msg) from None
-    if when.tzinfo is None:
-        msg = f"{field} {text!r}: give a time zone, e.g. {text}Z"
-        raise Failure(msg)
-    return when
 
 
 def by_pool(datas: Iterable[PipelineTranslatorData]) -> dict[str, list[PipelineTranslatorData]]:

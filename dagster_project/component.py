@@ -24,6 +24,7 @@ from dagster_project.factory import (
     DEFAULT_POISON_AFTER,
     build_definitions,
 )
+from dagster_project.replays import RETAINED
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import KafkaEtlTranslator
 from pipelines.config import load_project
@@ -58,7 +59,11 @@ class KafkaEtlComponent(Component, Resolvable, Model):
     )
     key_prefix: list[str] = Field(default_factory=list, description="Prefix of table asset keys.")
     replay_start_date: str = Field(
-        default="2026-01-01", description="First day of the daily replay partitions."
+        default=RETAINED,
+        description=(
+            "First day of the replay job's daily partitions; 'retained' (default): the earliest"
+            " day Kafka still holds, looked up when the code location loads."
+        ),
     )
     sensor_interval_seconds: int = Field(default=30, description="Lag sensor interval.")
     sensors_running: bool = Field(default=False, description="Start lag sensors switched on.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dagster import (
     AssetSelection,
     DefaultScheduleStatus,
@@ -14,13 +16,13 @@ from dagster import (
 from dagster_project.assets import (
     by_pool,
     dedupe,
-    kafka_etl_replay_asset,
     load_assets,
     pipeline_data,
 )
 from dagster_project.automation import checks_schedule as checks_schedule_
 from dagster_project.automation import lag_sensor, load_schedule
 from dagster_project.check_defs import kafka_etl_checks
+from dagster_project.replays import RETAINED, kafka_etl_replay_job
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import KafkaEtlTranslator
 from kafka_etl.errors import ConfigError
@@ -36,7 +38,7 @@ def build_definitions(
     resource: KafkaEtlResource,
     *,
     translator: KafkaEtlTranslator | None = None,
-    replay_start_date: str = "2026-01-01",
+    replay_start_date: str = RETAINED,
     sensor_interval_seconds: int = 30,
     sensors_running: bool = False,
     schedules_running: bool = True,
@@ -63,8 +65,7 @@ def build_definitions(
         )
         for group in groups
     ]
-    replays = []
-    jobs = []
+    jobs: list[Any] = []
     schedules = []
     sensors = []
     schedule_status = (
@@ -73,8 +74,7 @@ def build_definitions(
     sensor_status = DefaultSensorStatus.RUNNING if sensors_running else DefaultSensorStatus.STOPPED
     for data in datas:
         table = translator.get_asset_spec(data)
-        replay = kafka_etl_replay_asset(data, translator=translator, start_date=replay_start_date)
-        replays.append(replay)
+        replay_job = kafka_etl_replay_job(data, table.key, start_date=replay_start_date)
         tags = {"kafka_etl/pipeline": data.job_prefix}
         load_job = define_asset_job(
             f"{data.job_prefix}_load",
@@ -89,16 +89,6 @@ def build_definitions(
             description=(
                 f"Check {data.pipeline.table} against {data.pipeline.topic}: continuity and"
                 " freshness, read from the table and Kafka whether or not the last load worked."
-            ),
-            tags=tags,
-            executor_def=in_process_executor,
-        )
-        replay_job = define_asset_job(
-            f"{data.job_prefix}_replay",
-            selection=AssetSelection.assets(*replay.keys),
-            description=(
-                f"Replay days (or a from/to range) of {data.pipeline.topic} into"
-                f" {data.pipeline.table}; the checkpoint never moves."
             ),
             tags=tags,
             executor_def=in_process_executor,
@@ -120,7 +110,7 @@ def build_definitions(
         )
     topics = dedupe(translator.get_topic_spec(d) for d in datas)
     return Definitions(
-        assets=[*topics, *loads, *replays],
+        assets=[*topics, *loads],
         asset_checks=checks,
         jobs=jobs,
         schedules=schedules,

@@ -23,6 +23,7 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    OpExecutionContext,
 )
 from pydantic import Field
 
@@ -167,14 +168,14 @@ class KafkaEtlResource(ConfigurableResource):
 
     def replay(
         self,
-        context: AssetExecutionContext,
+        context: OpExecutionContext,
+        name: str,
         *,
         since: datetime | None = None,
         until: datetime | None = None,
         offsets: dict[int, tuple[int, int]] | None = None,
-    ) -> MaterializeResult:
-        """Replay one range into the pipeline of the (single) selected asset."""
-        [(key, name)] = _pipelines(context).items()
+    ) -> dict[str, Any]:
+        """Replay one range of pipeline ``name``; returns what it rewrote, as metadata."""
         data = self.pipeline_data(name)
         log = _ProgressLog(context, name)
         try:
@@ -194,7 +195,7 @@ class KafkaEtlResource(ConfigurableResource):
         if since is not None and until is not None:
             metadata["replay_from"] = MetadataValue.text(since.isoformat())
             metadata["replay_to"] = MetadataValue.text(until.isoformat())
-        return MaterializeResult(asset_key=key, metadata=metadata)
+        return metadata
 
     def _tag_failure(
         self, context: AssetExecutionContext, data: PipelineTranslatorData, exc: RecordError
@@ -278,7 +279,7 @@ def _located(where: str, exc: KafkaEtlError) -> str:
 class _ProgressLog:
     """Run progress as log lines in the Dagster UI, at most one every few seconds."""
 
-    def __init__(self, context: AssetExecutionContext, name: str) -> None:
+    def __init__(self, context: AssetExecutionContext | OpExecutionContext, name: str) -> None:
         self._context = context
         self._name = name
         self._last = time.monotonic()

@@ -142,3 +142,26 @@ def test_a_schedule_from_the_yaml_targets_the_pipelines_load_job(tmp_path: Path)
     assert (
         AssetKey("clicks") in defs.resolve_job_def("clicks_load").asset_layer.executable_asset_keys
     )
+
+
+def test_a_load_failing_on_a_message_says_how_to_go_on_and_tags_its_run(
+    tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory, produce: Produce
+) -> None:
+    topic = topic_factory(1)
+    produce(topic, events(0, 3))
+    produce(topic, [b"not json"])
+    path = write_pipelines(
+        tmp_path, kafka_bootstrap, {"events": {"topic": topic, "target": TARGET, "table": "events"}}
+    )
+    instance = DagsterInstance.ephemeral()
+    defs = definitions(path)
+    result = materialize([defs.resolve_assets_def(EVENTS)], instance=instance, raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    user = failure.step_failure_data.user_failure_data
+    description = user.description if user else ""
+    assert f"{topic}/0@3:" in (description or "")
+    assert "set on_error: dlq for pipeline 'events'" in (description or "")
+    assert "reset events --partition 0 --to-offset 4" in (description or "")
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags["kafka_etl/failed_at"] == f"{topic}/0@3"

@@ -146,6 +146,9 @@ def test_one_pool_per_duckdb_file_covers_loads_checks_and_replays(tmp_path: Path
     defs = definitions(path)
 
     def pool(key: str) -> str | None:
+        if key.endswith("_replay"):
+            [node] = defs.resolve_job_def(key).graph.node_defs
+            return node.pool  # type: ignore[attr-defined]
         return defs.resolve_assets_def(AssetKey(key)).op.pool
 
     shared = pool("a")
