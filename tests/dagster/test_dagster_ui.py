@@ -347,6 +347,8 @@ def test_the_asset_page_shows_the_row_count_and_the_lag_in_a_real_browser(
             lag_label.locator("xpath=../..").get_by_text(str(lag), exact=True).first.wait_for(
                 timeout=30_000
             )
+            # Lag per partition as a table (checkpoint, high watermark, lag), not JSON.
+            page.get_by_text("high_watermark", exact=True).first.wait_for(timeout=30_000)
             time.sleep(0.5)
             page.screenshot(path=str(SCREENSHOTS / "dagster-asset-events-freshness.png"))
             # The per-partition lag table, where the observations (branch observe) put it.
