@@ -202,7 +202,7 @@ def poisoned(
     partition, offset = spot.rsplit("/", 1)[1].split("@")
     by_partition = {x.partition: x for x in lags}
     now = by_partition.get(int(partition))
-    if now is None or now.position != int(offset):
+    if now is None or (now.log_start if now.position is None else now.position) != int(offset):
         return None  # the checkpoint moved (a reset, or a load got past it)
     highs = [int(r.tags.get(TAG_HIGH_WATERMARK, "0")) for r in runs]
     if now.high_watermark >= max(highs) + retry_messages:
