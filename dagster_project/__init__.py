@@ -14,11 +14,12 @@ from dagster_project.assets import (
     ReplayConfig,
     build_kafka_etl_asset_specs,
     kafka_etl_assets,
-    kafka_etl_replay_asset,
 )
+from dagster_project.check_defs import kafka_etl_checks
 from dagster_project.component import KafkaEtlComponent
 from dagster_project.definitions import defs as kafka_etl_defs
 from dagster_project.factory import build_definitions
+from dagster_project.replays import kafka_etl_replay_job
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import KafkaEtlTranslator, PipelineTranslatorData
 
@@ -31,6 +32,7 @@ __all__ = [
     "build_definitions",
     "build_kafka_etl_asset_specs",
     "kafka_etl_assets",
+    "kafka_etl_checks",
     "kafka_etl_defs",
-    "kafka_etl_replay_asset",
+    "kafka_etl_replay_job",
 ]

@@ -1,4 +1,4 @@
-"""Asset factories: pipelines as assets (``kafka_etl_assets``) and their daily replays.
+"""Asset factories: pipelines as assets (``kafka_etl_assets``); the replays' run config.
 
 ``kafka_etl_assets`` follows dagster-dlt's ``dlt_assets``: it returns a ``multi_asset``
 decorator (``can_subset=True``) whose body calls the resource::
@@ -7,8 +7,9 @@ decorator (``can_subset=True``) whose body calls the resource::
     def warehouse(context: AssetExecutionContext, kafka_etl: KafkaEtlResource):
         yield from kafka_etl.run(context)
 
-The op carries the asset checks too, and a concurrency ``pool`` shared by everything that
-touches the same target (see ``PipelineTranslatorData.pool``).
+The op is in a concurrency ``pool`` shared by everything that touches the same target (see
+``PipelineTranslatorData.pool``). The asset checks are a separate op (``check_defs``), so a
+failed load never decides their outcome.
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,19 +20,15 @@ from dagster import (
     AssetsDefinition,
     AssetSpec,
     Config,
-    DailyPartitionsDefinition,
-    Failure,
-    MaterializeResult,
     multi_asset,
 )
 from pydantic import Field
 
-from dagster_project.checks import check_specs
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import META_PIPELINE, KafkaEtlTranslator, PipelineTranslatorData
 from kafka_etl.errors import ConfigError
 from pipelines.config import Project
-from pipelines.ranges import RangeError, RangeNames, replay_range
+from pipelines.ranges import RangeNames
 
 
 def pipeline_data(
@@ -65,7 +62,7 @@ def kafka_etl_assets(
     pool: str | None = None,
     op_tags: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], AssetsDefinition]:
-    """A subsettable ``multi_asset`` over ``pipelines``, with their checks, in one pool.
+    """A subsettable ``multi_asset`` over ``pipelines``, in one pool (checks: ``check_defs``).
 
     The pipelines must share a target pool (one DuckDB file, or a single pipeline on a SQL
     database); ``build_definitions`` groups them that way.
@@ -87,7 +84,6 @@ def kafka_etl_assets(
     return multi_asset(
         name=name or "kafka_etl__" + "__".join(d.job_prefix for d in datas),
         specs=specs,
-        check_specs=[c for s, d in zip(specs, datas, strict=True) for c in check_specs(s.key, d)],
         can_subset=True,
         pool=pool or pools[0],
         op_tags=op_tags,
@@ -100,6 +96,7 @@ DAGSTER_NAMES = RangeNames("'from'", "'to'", "'partition'", "'from_offset'", "'t
 class ReplayConfig(Config):
     """A replay range for a Launchpad run; leave empty to replay the run's partition (day)."""
 
+    day: str | None = Field(default=None, description="A day, YYYY-MM-DD (schedule_timezone)")
     from_: str | None = Field(
         default=None, alias="from", description="ISO-8601 start, inclusive (2026-11-01T00:00Z)"
     )
@@ -107,62 +104,6 @@ class ReplayConfig(Config):
     partition: int | None = Field(default=None, description="Kafka partition (with offsets)")
     from_offset: int | None = Field(default=None, description="First offset, inclusive")
     to_offset: int | None = Field(default=None, description="Last offset, exclusive")
-
-
-def replay_partitions(data: PipelineTranslatorData, start_date: str) -> DailyPartitionsDefinition:
-    """Days in the pipeline's ``schedule_timezone``, today included (it replays up to now)."""
-    return DailyPartitionsDefinition(
-        start_date=start_date, timezone=data.pipeline.schedule_timezone, end_offset=1
-    )
-
-
-def kafka_etl_replay_asset(
-    data: PipelineTranslatorData,
-    *,
-    translator: KafkaEtlTranslator | None = None,
-    start_date: str = "2026-01-01",
-) -> AssetsDefinition:
-    """A daily-partitioned asset whose partitions replay that day's messages into the table."""
-    translator = translator or KafkaEtlTranslator()
-    table = translator.get_asset_spec(data)
-    days = replay_partitions(data, start_date)
-    spec = translator.get_replay_asset_spec(data, table).merge_attributes(
-        metadata={META_PIPELINE: data.pipeline.name}
-    )
-
-    @multi_asset(
-        name=f"kafka_etl__{data.job_prefix}__replay",
-        specs=[spec.replace_attributes(partitions_def=days)],
-        partitions_def=days,
-        pool=data.pool,
-    )
-    def _replay(
-        context: AssetExecutionContext, config: ReplayConfig, kafka_etl: KafkaEtlResource
-    ) -> MaterializeResult:
-        try:
-            wanted = replay_range(
-                DAGSTER_NAMES,
-                since=config.from_,
-                until=config.to,
-                partition=config.partition,
-                from_offset=config.from_offset,
-                to_offset=config.to_offset,
-                window_required=False,
-            )
-        except RangeError as exc:
-            raise Failure(str(exc)) from None
-        if wanted.offsets is not None:
-            return kafka_etl.replay(context, offsets=wanted.offsets)
-        since, until = wanted.since, wanted.until
-        if since is None or until is None:
-            if not context.has_partition_key:
-                msg = "choose a day (partition), or set 'from'/'to' or offsets in the run config"
-                raise Failure(msg)
-            window = context.partition_time_window
-            since, until = window.start, window.end
-        return kafka_etl.replay(context, since=since, until=until)
-
-    return _replay
 
 
 def by_pool(datas: Iterable[PipelineTranslatorData]) -> dict[str, list[PipelineTranslatorData]]:

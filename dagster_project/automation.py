@@ -5,10 +5,13 @@ import json
 from typing import TYPE_CHECKING
 
 from dagster import (
+    DagsterInstance,
     DagsterInvalidDefinitionError,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     ScheduleDefinition,
     SensorDefinition,
     SensorEvaluationContext,
@@ -17,7 +20,14 @@ from dagster import (
     sensor,
 )
 
-from dagster_project.resource import KafkaEtlResource
+from connector.lag import PartitionLag
+from dagster_project.resource import (
+    TAG_CONFIG,
+    TAG_FAILED_AT,
+    TAG_HIGH_WATERMARK,
+    KafkaEtlResource,
+    config_digest,
+)
 from dagster_project.translator import PipelineTranslatorData
 from kafka_etl.errors import ConfigError, TransientError
 
@@ -52,6 +62,28 @@ def load_schedule(
         raise ConfigError(msg) from None
 
 
+def checks_schedule(
+    data: PipelineTranslatorData,
+    job: "UnresolvedAssetJobDefinition",
+    cron: str,
+    status: DefaultScheduleStatus = DefaultScheduleStatus.RUNNING,
+) -> ScheduleDefinition:
+    """The checks on their own clock (``checks_schedule``, in ``schedule_timezone``)."""
+    p = data.pipeline
+    try:
+        return ScheduleDefinition(
+            name=f"{data.job_prefix}_checks_schedule",
+            cron_schedule=cron,
+            execution_timezone=p.schedule_timezone,
+            job=job,
+            default_status=status,
+            description=f"Checks {p.table} against {p.topic} at '{cron}'",
+        )
+    except DagsterInvalidDefinitionError as exc:
+        msg = f"checks_schedule {cron!r} (pipeline {p.name!r}): {exc}"
+        raise ConfigError(msg) from None
+
+
 def run_key(name: str, high_watermarks: dict[int, int]) -> str:
     """The same backlog (same high watermarks) always gets the same key, so one run."""
     marks = ",".join(f"{p}:{o}" for p, o in sorted(high_watermarks.items()))
@@ -66,12 +98,18 @@ def lag_sensor(
     *,
     minimum_interval_seconds: int = 30,
     status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
+    poison_after: int = 2,
+    poison_retry_messages: int = 10_000,
 ) -> SensorDefinition:
     """Requests a load when the pipeline's lag reaches ``lag_threshold``.
 
     Lag comes from the consumer group (see ``connector.lag``), so the sensor never opens the
     target database and every Kafka call it makes is bounded by the resource's
     ``lookup_timeout_seconds``. The cursor holds the last high watermarks and lag.
+
+    When the last ``poison_after`` runs of the job all failed on the same message, it asks for
+    no other run until the pipeline's config or the checkpoint changes, or the partition's high
+    watermark grew by ``poison_retry_messages`` (see ``poisoned``).
     """
     p = data.pipeline
     name = p.name
@@ -104,6 +142,24 @@ def lag_sensor(
                 skip_reason=SkipReason(f"lag {total:,} is below the threshold {threshold:,}"),
                 cursor=cursor,
             )
+        stuck = poisoned(
+            context.instance,
+            job.name,
+            lags,
+            config_digest(kafka_etl.pipeline_data(name)),
+            poison_after,
+            poison_retry_messages,
+        )
+        if stuck is not None:
+            return SensorResult(
+                skip_reason=SkipReason(
+                    f"pipeline {name}: the last {poison_after} runs failed at {stuck}; not"
+                    " requesting another until the pipeline, the checkpoint or the backlog"
+                    f" changes (by {poison_retry_messages:,} messages); see the runs' error for"
+                    " what to do (on_error: dlq, or the reset command it gives)"
+                ),
+                cursor=cursor,
+            )
         by_partition = ", ".join(f"{x.partition}:{x.lag:,}" for x in lags if x.lag)
         context.log.info(f"pipeline {name!r}: lag {total:,} ({by_partition}); requesting a run")
         return SensorResult(
@@ -117,3 +173,38 @@ def lag_sensor(
         )
 
     return _lag_sensor
+
+
+def poisoned(
+    instance: DagsterInstance,
+    job_name: str,
+    lags: list[PartitionLag],
+    digest: str,
+    after: int,
+    retry_messages: int,
+) -> str | None:
+    """``topic/partition@offset`` when the last ``after`` runs failed there and nothing changed.
+
+    The load tags a run that fails on a message with its coordinates, the config digest and
+    the partition's high watermark then (``KafkaEtlResource._tag_failure``).
+    """
+    if after <= 0:
+        return None
+    runs = instance.get_runs(filters=RunsFilter(job_name=job_name), limit=after)
+    if len(runs) < after or any(r.status != DagsterRunStatus.FAILURE for r in runs):
+        return None
+    spots = {r.tags.get(TAG_FAILED_AT) for r in runs}
+    configs = {r.tags.get(TAG_CONFIG) for r in runs}
+    if len(spots) != 1 or None in spots or configs != {digest}:
+        return None
+    [spot] = spots
+    assert spot is not None
+    partition, offset = spot.rsplit("/", 1)[1].split("@")
+    by_partition = {x.partition: x for x in lags}
+    now = by_partition.get(int(partition))
+    if now is None or (now.log_start if now.position is None else now.position) != int(offset):
+        return None  # the checkpoint moved (a reset, or a load got past it)
+    highs = [int(r.tags.get(TAG_HIGH_WATERMARK, "0")) for r in runs]
+    if now.high_watermark >= max(highs) + retry_messages:
+        return None
+    return spot

@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
 
 from connector.client import ReadPlan, make_consumer, partitions, watermarks
 from connector.lag import PartitionLag, first_timestamps
@@ -35,6 +44,16 @@ FRESHNESS = "freshness"
 EXAMPLES = 20  # offending offsets listed in a check's metadata
 MAX_HOLES = 1000  # holes per partition looked up in Kafka
 MAX_VERIFY_OFFSETS = 100_000  # offsets read back from Kafka to explain holes
+
+
+_LAG_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("partition", "int"),
+        TableColumn("position", "int", description="next offset to load (checkpoint)"),
+        TableColumn("high_watermark", "int", description="Kafka's next offset to write"),
+        TableColumn("lag", "int", description="messages not loaded yet"),
+    ]
+)
 
 
 def check_specs(key: AssetKey, data: PipelineTranslatorData) -> list[AssetCheckSpec]:
@@ -274,7 +293,20 @@ def freshness(
         ),
         metadata={
             "lag": MetadataValue.int(sum(lag.values())),
-            "lag_by_partition": MetadataValue.json({str(q): n for q, n in sorted(lag.items())}),
+            "lag_by_partition": MetadataValue.table(
+                [
+                    TableRecord(
+                        {
+                            "partition": q,
+                            "position": positions[q],
+                            "high_watermark": ends[q],
+                            "lag": lag[q],
+                        }
+                    )
+                    for q in sorted(lag)
+                ],
+                schema=_LAG_SCHEMA,
+            ),
             "oldest_unloaded_age_minutes": MetadataValue.float(round(age, 2)),
             "max_lag_minutes": MetadataValue.float(float(limit)),
         },

@@ -19,7 +19,12 @@ from pathlib import Path
 from dagster import Component, ComponentLoadContext, Definitions, EnvVar, Model, Resolvable
 from pydantic import Field
 
-from dagster_project.factory import build_definitions
+from dagster_project.factory import (
+    DEFAULT_CHECKS_SCHEDULE,
+    DEFAULT_POISON_AFTER,
+    build_definitions,
+)
+from dagster_project.replays import RETAINED
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import KafkaEtlTranslator
 from pipelines.config import load_project
@@ -54,12 +59,27 @@ class KafkaEtlComponent(Component, Resolvable, Model):
     )
     key_prefix: list[str] = Field(default_factory=list, description="Prefix of table asset keys.")
     replay_start_date: str = Field(
-        default="2026-01-01", description="First day of the daily replay partitions."
+        default=RETAINED,
+        description=(
+            "First day of the replay job's daily partitions; 'retained' (default): the earliest"
+            " day Kafka still holds, looked up when the code location loads."
+        ),
     )
     sensor_interval_seconds: int = Field(default=30, description="Lag sensor interval.")
     sensors_running: bool = Field(default=False, description="Start lag sensors switched on.")
     schedules_running: bool = Field(
         default=True, description="Start the YAML's schedules switched on."
+    )
+    checks_schedule: str | None = Field(
+        default=DEFAULT_CHECKS_SCHEDULE,
+        description="Cron of each pipeline's checks job (continuity, freshness); null for none.",
+    )
+    poison_after: int = Field(
+        default=DEFAULT_POISON_AFTER,
+        description=(
+            "Failed runs at the same message after which the lag sensor stops requesting runs"
+            " (until the config, the checkpoint or the backlog changes); 0 never stops."
+        ),
     )
     kafka: KafkaConnection = Field(default_factory=KafkaConnection)
 
@@ -98,4 +118,6 @@ class KafkaEtlComponent(Component, Resolvable, Model):
             sensor_interval_seconds=self.sensor_interval_seconds,
             sensors_running=self.sensors_running,
             schedules_running=self.schedules_running,
+            checks_schedule=self.checks_schedule,
+            poison_after=self.poison_after,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dagster import (
     AssetSelection,
     DefaultScheduleStatus,
@@ -14,16 +16,20 @@ from dagster import (
 from dagster_project.assets import (
     by_pool,
     dedupe,
-    kafka_etl_replay_asset,
     load_assets,
     pipeline_data,
 )
+from dagster_project.automation import checks_schedule as checks_schedule_
 from dagster_project.automation import lag_sensor, load_schedule
+from dagster_project.check_defs import kafka_etl_checks
+from dagster_project.replays import RETAINED, kafka_etl_replay_job
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import KafkaEtlTranslator
 from pipelines.config import Project
 
 RESOURCE_KEY = "kafka_etl"
+DEFAULT_CHECKS_SCHEDULE = "*/5 * * * *"
+DEFAULT_POISON_AFTER = 2
 
 
 def build_definitions(
@@ -31,13 +37,17 @@ def build_definitions(
     resource: KafkaEtlResource,
     *,
     translator: KafkaEtlTranslator | None = None,
-    replay_start_date: str = "2026-01-01",
+    replay_start_date: str = RETAINED,
     sensor_interval_seconds: int = 30,
     sensors_running: bool = False,
     schedules_running: bool = True,
+    checks_schedule: str | None = DEFAULT_CHECKS_SCHEDULE,
+    poison_after: int = DEFAULT_POISON_AFTER,
 ) -> Definitions:
-    """Per pipeline: a table asset with checks, a replay asset, ``<name>_load`` and
-    ``<name>_replay`` jobs, a schedule when ``schedule:`` is set, and a lag sensor.
+    """Per pipeline: a table asset with checks, a replay asset, ``<name>_load``,
+    ``<name>_checks`` and ``<name>_replay`` jobs, a schedule when ``schedule:`` is set, a checks
+    schedule (``checks_schedule`` cron, None for none) and a lag sensor (which stops asking for
+    runs after ``poison_after`` failures at the same offset).
 
     Pipelines writing to one DuckDB file share one op (and pool), so the file is never opened
     by two runs at once; pipelines on SQL databases get an op (and a pool) each. The jobs run
@@ -45,9 +55,15 @@ def build_definitions(
     """
     translator = translator or KafkaEtlTranslator()
     datas = pipeline_data(project, None)
-    loads = [load_assets(project, translator, group) for group in by_pool(datas).values()]
-    replays = []
-    jobs = []
+    groups = by_pool(datas).values()
+    loads = [load_assets(project, translator, group) for group in groups]
+    checks = [
+        kafka_etl_checks(
+            project=project, pipelines=[d.pipeline.name for d in group], translator=translator
+        )
+        for group in groups
+    ]
+    jobs: list[Any] = []
     schedules = []
     sensors = []
     schedule_status = (
@@ -56,41 +72,44 @@ def build_definitions(
     sensor_status = DefaultSensorStatus.RUNNING if sensors_running else DefaultSensorStatus.STOPPED
     for data in datas:
         table = translator.get_asset_spec(data)
-        replay = kafka_etl_replay_asset(data, translator=translator, start_date=replay_start_date)
-        replays.append(replay)
+        replay_job = kafka_etl_replay_job(data, table.key, start_date=replay_start_date)
         tags = {"kafka_etl/pipeline": data.job_prefix}
         load_job = define_asset_job(
             f"{data.job_prefix}_load",
-            selection=AssetSelection.assets(table.key),
-            description=f"Load {data.pipeline.topic} into {data.pipeline.table} (with checks).",
+            selection=AssetSelection.assets(table.key).without_checks(),
+            description=f"Load {data.pipeline.topic} into {data.pipeline.table}.",
             tags=tags,
             executor_def=in_process_executor,
         )
-        replay_job = define_asset_job(
-            f"{data.job_prefix}_replay",
-            selection=AssetSelection.assets(*replay.keys),
+        checks_job = define_asset_job(
+            f"{data.job_prefix}_checks",
+            selection=AssetSelection.checks_for_assets(table.key),
             description=(
-                f"Replay days (or a from/to range) of {data.pipeline.topic} into"
-                f" {data.pipeline.table}; the checkpoint never moves."
+                f"Check {data.pipeline.table} against {data.pipeline.topic}: continuity and"
+                " freshness, read from the table and Kafka whether or not the last load worked."
             ),
             tags=tags,
             executor_def=in_process_executor,
         )
-        jobs += [load_job, replay_job]
+        jobs += [load_job, checks_job, replay_job]
         schedule = load_schedule(data, load_job, schedule_status)
         if schedule is not None:
             schedules.append(schedule)
+        if checks_schedule is not None:
+            schedules.append(checks_schedule_(data, checks_job, checks_schedule, schedule_status))
         sensors.append(
             lag_sensor(
                 data,
                 load_job,
                 minimum_interval_seconds=sensor_interval_seconds,
                 status=sensor_status,
+                poison_after=poison_after,
             )
         )
     topics = dedupe(translator.get_topic_spec(d) for d in datas)
     return Definitions(
-        assets=[*topics, *loads, *replays],
+        assets=[*topics, *loads],
+        asset_checks=checks,
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,

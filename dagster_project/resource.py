@@ -7,6 +7,7 @@ variable's name, never its value; they are merged into the librdkafka settings o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -15,8 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from dagster import (
-    AssetCheckKey,
-    AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
     ConfigurableResource,
@@ -24,19 +23,22 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    OpExecutionContext,
 )
 from pydantic import Field
 
 from connector.client import ReadPlan
 from connector.lag import PartitionLag, group_lag
-from dagster_project import checks
 from dagster_project.metadata import result_metadata
 from dagster_project.translator import META_PIPELINE, PipelineTranslatorData
-from kafka_etl.errors import CheckpointConflictError, KafkaEtlError
+from kafka_etl.errors import CheckpointConflictError, KafkaEtlError, RecordError
 from kafka_etl.secrets import is_secret_name
 from pipelines.config import Project, load_project
 from pipelines.runner import Progress, RunResult, replay_pipeline, run_pipeline
 
+TAG_FAILED_AT = "kafka_etl/failed_at"  # topic/partition@offset of the message a load failed on
+TAG_CONFIG = "kafka_etl/config"  # digest of the pipeline's settings when it failed
+TAG_HIGH_WATERMARK = "kafka_etl/high_watermark"  # that partition's high watermark then
 _LOG_EVERY = 5.0  # seconds between progress lines
 # Set while Dagster re-creates the resource from its resolved config (EnvVars read), where a
 # plain secret is expected and no warning is due.
@@ -111,8 +113,8 @@ class KafkaEtlResource(ConfigurableResource):
         return PipelineTranslatorData(project, project.pipeline(name))
 
     # -- loads -----------------------------------------------------------------------------
-    def run(self, context: AssetExecutionContext) -> Iterator[MaterializeResult | AssetCheckResult]:
-        """Load every selected pipeline, then evaluate its selected checks, in this op.
+    def run(self, context: AssetExecutionContext) -> Iterator[MaterializeResult]:
+        """Load every selected pipeline of this op (checks are their own op: ``check_defs``).
 
         A pipeline that fails does not stop the others of the op; the op then fails with one
         line per failure (retryable by a Dagster retry policy only if every one is transient).
@@ -122,29 +124,25 @@ class KafkaEtlResource(ConfigurableResource):
         except KafkaEtlError as exc:
             raise Failure(description=str(exc), allow_retries=False) from None
         selected = set(context.selected_asset_keys)
-        check_keys = set(context.selected_asset_check_keys)
         failures: list[tuple[str, KafkaEtlError]] = []
         for key, name in _pipelines(context).items():
+            if key not in selected:
+                continue
             try:
                 data = PipelineTranslatorData(project, project.pipeline(name))
-            except KafkaEtlError as exc:
-                failures.append((f"asset {key.to_user_string()}", exc))
+                result = self._load(context, data)
+            except RecordError as exc:
+                self._tag_failure(context, data, exc)
+                failures.append((f"pipeline {name!r}", _with_way_out(data, exc)))
+                context.log.error(_located(*failures[-1]))
                 continue
-            if key in selected:
-                try:
-                    result = self._load(context, data)
-                except KafkaEtlError as exc:
-                    context.log.error(_located(f"pipeline {name!r}", exc))
-                    failures.append((f"pipeline {name!r}", exc))
-                    continue
-                yield MaterializeResult(
-                    asset_key=key, metadata=result_metadata(result, data.table_name)
-                )
-            for check_key in sorted(k for k in check_keys if k.asset_key == key):
-                try:
-                    yield _evaluate(check_key, data)
-                except KafkaEtlError as exc:
-                    failures.append((f"pipeline {name!r}, check {check_key.name!r}", exc))
+            except KafkaEtlError as exc:
+                context.log.error(_located(f"pipeline {name!r}", exc))
+                failures.append((f"pipeline {name!r}", exc))
+                continue
+            yield MaterializeResult(
+                asset_key=key, metadata=result_metadata(result, data.table_name)
+            )
         if failures:
             raise Failure(
                 description="\n".join(_located(where, exc) for where, exc in failures),
@@ -170,14 +168,14 @@ class KafkaEtlResource(ConfigurableResource):
 
     def replay(
         self,
-        context: AssetExecutionContext,
+        context: OpExecutionContext,
+        name: str,
         *,
         since: datetime | None = None,
         until: datetime | None = None,
         offsets: dict[int, tuple[int, int]] | None = None,
-    ) -> MaterializeResult:
-        """Replay one range into the pipeline of the (single) selected asset."""
-        [(key, name)] = _pipelines(context).items()
+    ) -> dict[str, Any]:
+        """Replay one range of pipeline ``name``; returns what it rewrote, as metadata."""
         data = self.pipeline_data(name)
         log = _ProgressLog(context, name)
         try:
@@ -197,7 +195,22 @@ class KafkaEtlResource(ConfigurableResource):
         if since is not None and until is not None:
             metadata["replay_from"] = MetadataValue.text(since.isoformat())
             metadata["replay_to"] = MetadataValue.text(until.isoformat())
-        return MaterializeResult(asset_key=key, metadata=metadata)
+        return metadata
+
+    def _tag_failure(
+        self, context: AssetExecutionContext, data: PipelineTranslatorData, exc: RecordError
+    ) -> None:
+        """Where the run failed, for the lag sensor to stop asking for runs that fail there."""
+        tags = {
+            TAG_FAILED_AT: f"{exc.topic}/{exc.partition}@{exc.offset}",
+            TAG_CONFIG: config_digest(data),
+        }
+        try:
+            high = {x.partition: x.high_watermark for x in self.lag(data.pipeline.name)}
+            tags[TAG_HIGH_WATERMARK] = str(high.get(exc.partition, 0))
+        except KafkaEtlError:
+            pass  # the sensor then compares against 0: any backlog counts as unchanged
+        context.instance.add_run_tags(context.run_id, tags)
 
     # -- monitoring ------------------------------------------------------------------------
     def lag(self, name: str) -> list[PartitionLag]:
@@ -234,22 +247,39 @@ def _pipelines(context: AssetExecutionContext) -> dict[AssetKey, str]:
     }
 
 
+def config_digest(data: PipelineTranslatorData) -> str:
+    """Changes when the pipeline's settings change (secrets masked, so not their values)."""
+    text = data.pipeline.model_dump_json()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _with_way_out(data: PipelineTranslatorData, exc: RecordError) -> RecordError:
+    """The record error with what to do: the dead-letter table, or skipping that one message."""
+    p = data.pipeline
+    source = data.project.source
+    reset = (
+        f"kafka-etl -c {source} reset {p.name} --partition {exc.partition}"
+        f" --to-offset {exc.offset + 1}"
+    )
+    way_out = (
+        f"; to skip this message: {reset}"
+        if p.on_error == "dlq"
+        else f"; to go on, set on_error: dlq for pipeline {p.name!r} in {source} (the message"
+        f" goes to the dead-letter table), or skip it: {reset}"
+    )
+    return RecordError(exc.topic, exc.partition, exc.offset, exc.reason + way_out)
+
+
 def _located(where: str, exc: KafkaEtlError) -> str:
     """``where: message``, unless the message already starts by naming the same thing."""
     text = str(exc)
     return text if text.startswith(where) else f"{where}: {text}"
 
 
-def _evaluate(key: AssetCheckKey, data: PipelineTranslatorData) -> AssetCheckResult:
-    if key.name == checks.FRESHNESS:
-        return checks.freshness(key.asset_key, data)
-    return checks.offset_continuity(key.asset_key, data)
-
-
 class _ProgressLog:
     """Run progress as log lines in the Dagster UI, at most one every few seconds."""
 
-    def __init__(self, context: AssetExecutionContext, name: str) -> None:
+    def __init__(self, context: AssetExecutionContext | OpExecutionContext, name: str) -> None:
         self._context = context
         self._name = name
         self._last = time.monotonic()

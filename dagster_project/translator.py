@@ -111,26 +111,6 @@ class KafkaEtlTranslator:
             kinds={"kafka"},
         )
 
-    def get_replay_asset_spec(self, data: PipelineTranslatorData, table: AssetSpec) -> AssetSpec:
-        """The daily-partitioned replay asset next to the table asset ``table``."""
-        key = AssetKey([*table.key.path[:-1], f"{table.key.path[-1]}_replay"])
-        p = data.pipeline
-        return AssetSpec(
-            key=key,
-            description=(
-                f"Replays of Kafka topic `{p.topic}` into `{p.table}`, one partition per day"
-                f" ({p.schedule_timezone}). Materializing a day rewrites that day's messages"
-                f" ({'delete and re-insert' if p.mode == 'append' else 'offset-guarded upsert'}"
-                " in one transaction per batch) and never moves the pipeline's checkpoint."
-            ),
-            group_name=table.group_name,
-            kinds=set(table.kinds),
-            owners=list(table.owners),
-            deps=list(table.deps),
-            metadata={k: v for k, v in table.metadata.items() if k.startswith("kafka_etl/")},
-            tags=dict(table.tags),
-        )
-
     def describe(self, data: PipelineTranslatorData) -> str:
         p = data.pipeline
         text = (

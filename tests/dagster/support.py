@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from dagster import AssetKey, Definitions, ExecuteInProcessResult
+from dagster import AssetCheckKey, AssetKey, AssetsDefinition, Definitions, ExecuteInProcessResult
 
 from dagster_project import KafkaEtlResource, build_definitions
 from dagster_project.translator import KafkaEtlTranslator
@@ -28,6 +28,13 @@ def definitions(
     path: Path, translator: KafkaEtlTranslator | None = None, **overrides: Any
 ) -> Definitions:
     return build_definitions(load_project(path), resource(path, **overrides), translator=translator)
+
+
+def load_and_checks(defs: Definitions, key: AssetKey = EVENTS) -> list[AssetsDefinition]:
+    """The load op of ``key`` and its checks op (separate since checks judge the data)."""
+    check = AssetCheckKey(key, "offset_continuity")
+    graph = defs.resolve_asset_graph()  # its definitions carry the bound resources
+    return [defs.resolve_assets_def(key), *(d for d in graph.assets_defs if check in d.check_keys)]
 
 
 def materializations(result: ExecuteInProcessResult) -> dict[AssetKey, dict[str, Any]]:

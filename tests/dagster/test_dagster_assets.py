@@ -14,6 +14,7 @@ from dagster_project import (
     KafkaEtlTranslator,
     PipelineTranslatorData,
     kafka_etl_assets,
+    kafka_etl_checks,
 )
 from dagster_project.resource import LiteralSecretWarning
 from pipelines.config import load_project
@@ -22,6 +23,7 @@ from tests.dagster.support import (
     TARGET,
     checks,
     definitions,
+    load_and_checks,
     materializations,
     resource,
 )
@@ -40,9 +42,9 @@ def test_materialize_loads_exactly_the_backlog_and_reports_it(
         tmp_path, kafka_bootstrap, {"events": {"topic": topic, "target": TARGET, "table": "events"}}
     )
     defs = definitions(path)
-    load = defs.resolve_assets_def(EVENTS)
+    load = load_and_checks(defs)
 
-    first = materialize([load], selection=[EVENTS])
+    first = materialize(load, selection=[EVENTS])
     assert first.success
     marks = high_watermarks(kafka_bootstrap, topic, 3)
     assert all(marks.values()), marks
@@ -67,7 +69,7 @@ def test_materialize_loads_exactly_the_backlog_and_reports_it(
     assert all(e.passed for e in checks(first).values())
 
     produce(topic, events(600, 150))
-    second = materialize([load], selection=[EVENTS])
+    second = materialize(load, selection=[EVENTS])
     meta = materializations(second)[EVENTS]
     after = high_watermarks(kafka_bootstrap, topic, 3)
     assert (meta["rows_loaded"], meta["dagster/row_count"]) == (150, 750)
@@ -96,7 +98,7 @@ def test_pipelines_sharing_a_duckdb_file_are_one_subsettable_op(
     assert op is defs.resolve_assets_def(AssetKey("views"))
     assert op.can_subset
 
-    result = materialize([op], selection=[AssetKey("views")])
+    result = materialize(load_and_checks(defs, AssetKey("views")), selection=[AssetKey("views")])
     assert set(materializations(result)) == {AssetKey("views")}
     assert {e.asset_key for e in result.get_asset_check_evaluations()} == {AssetKey("views")}
     assert len(table_offsets(TARGET, tmp_path, "views")) == 30
@@ -121,7 +123,7 @@ def test_a_translator_subclass_renames_keys_and_groups(
     key = AssetKey(["lake", "events"])
     load = defs.resolve_assets_def(key)
     assert load.group_names_by_key[key] == "lake"
-    assert defs.resolve_assets_def(AssetKey(["lake", "events_replay"])) is not None
+    assert defs.resolve_job_def("events_replay") is not None
     result = materialize([load], selection=[key])
     assert materializations(result)[key]["rows_loaded"] == 10
 
@@ -182,6 +184,7 @@ def test_the_factory_used_directly_as_in_the_readme(
         yield from kafka_etl.run(context)
 
     assert warehouse.op.pool is not None and warehouse.op.pool.startswith("kafka_etl/duckdb/")
-    result = materialize([warehouse], resources={"kafka_etl": resource(path)})
+    checked = kafka_etl_checks(project=load_project(path), pipelines=["events"])
+    result = materialize([warehouse, checked], resources={"kafka_etl": resource(path)})
     assert materializations(result)[EVENTS]["rows_loaded"] == 12
     assert checks(result)["offset_continuity"].passed

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dagster import (
     AssetKey,
+    DagsterInstance,
     RunRequest,
     SensorResult,
     SkipReason,
@@ -25,7 +26,9 @@ from tests.helpers import events, high_watermarks, write_pipelines
 def _evaluate(path: Path, name: str = "events", **overrides: object) -> SensorResult | SkipReason:
     defs = definitions(path)
     sensor = defs.resolve_sensor_def(f"{name}_lag_sensor")
-    context = build_sensor_context(resources={"kafka_etl": resource(path, **overrides)})
+    context = build_sensor_context(
+        resources={"kafka_etl": resource(path, **overrides)}, instance=DagsterInstance.ephemeral()
+    )
     result = sensor(context)
     assert isinstance(result, SensorResult | SkipReason)
     return result
@@ -122,10 +125,43 @@ def test_a_schedule_from_the_yaml_targets_the_pipelines_load_job(tmp_path: Path)
     assert isinstance(request, RunRequest)
     job = defs.resolve_job_def("events_load")
     assert job.asset_layer.executable_asset_keys == {EVENTS}
-    assert {k.name for k in job.asset_layer.asset_graph.asset_check_keys} >= {"offset_continuity"}
+    # The checks have their own job and schedule: a failed load does not decide them.
+    checks_job = defs.resolve_job_def("events_checks")
+    assert {k.name for k in checks_job.asset_layer.asset_graph.asset_check_keys} >= {
+        "offset_continuity"
+    }
+    assert not checks_job.asset_layer.executable_asset_keys
+    checks_schedule = defs.resolve_schedule_def("events_checks_schedule")
+    assert (checks_schedule.job_name, checks_schedule.cron_schedule) == (
+        "events_checks",
+        "*/5 * * * *",
+    )
     # No schedule: field absent. Every pipeline still has a sensor.
     assert not any(s.name == "clicks_schedule" for s in defs.schedules or [])
     assert defs.resolve_sensor_def("clicks_lag_sensor").job_name == "clicks_load"
     assert (
         AssetKey("clicks") in defs.resolve_job_def("clicks_load").asset_layer.executable_asset_keys
     )
+
+
+def test_a_load_failing_on_a_message_says_how_to_go_on_and_tags_its_run(
+    tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory, produce: Produce
+) -> None:
+    topic = topic_factory(1)
+    produce(topic, events(0, 3))
+    produce(topic, [b"not json"])
+    path = write_pipelines(
+        tmp_path, kafka_bootstrap, {"events": {"topic": topic, "target": TARGET, "table": "events"}}
+    )
+    instance = DagsterInstance.ephemeral()
+    defs = definitions(path)
+    result = materialize([defs.resolve_assets_def(EVENTS)], instance=instance, raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    user = failure.step_failure_data.user_failure_data
+    description = user.description if user else ""
+    assert f"{topic}/0@3:" in (description or "")
+    assert "set on_error: dlq for pipeline 'events'" in (description or "")
+    assert "reset events --partition 0 --to-offset 4" in (description or "")
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags["kafka_etl/failed_at"] == f"{topic}/0@3"

@@ -12,7 +12,14 @@ from dagster import AssetCheckSeverity, AssetSelection, materialize
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from tests.dagster.support import EVENTS, TARGET, check_metadata, checks, definitions
+from tests.dagster.support import (
+    EVENTS,
+    TARGET,
+    check_metadata,
+    checks,
+    definitions,
+    load_and_checks,
+)
 from tests.fixtures.kafka import Produce, TopicFactory
 from tests.helpers import events, write_pipelines
 
@@ -51,9 +58,9 @@ def test_continuity_passes_on_a_good_table_and_fails_on_a_duplicate_and_a_gap(
     produce(topic, events(40, 40), partition=1)
     body = {"topic": topic, "target": sink_url, "table": "events"}
     path = write_pipelines(tmp_path, kafka_bootstrap, {"events": body})
-    load = definitions(path).resolve_assets_def(EVENTS)
+    load = load_and_checks(definitions(path))
 
-    good = checks(materialize([load], selection=[EVENTS]))["offset_continuity"]
+    good = checks(materialize(load, selection=[EVENTS]))["offset_continuity"]
     assert good.passed, good.description
     assert check_metadata(good)["rows"] == 80
 
@@ -66,7 +73,7 @@ def test_continuity_passes_on_a_good_table_and_fails_on_a_duplicate_and_a_gap(
         "INSERT INTO events SELECT * FROM events WHERE _partition = 0 AND _offset = 7",
         "DELETE FROM events WHERE _partition = 1 AND _offset IN (20, 21)",
     )
-    bad = checks(materialize([load], selection=CHECKS_ONLY))["offset_continuity"]
+    bad = checks(materialize(load, selection=CHECKS_ONLY))["offset_continuity"]
     assert not bad.passed
     assert bad.severity == AssetCheckSeverity.ERROR
     meta = check_metadata(bad)
@@ -91,7 +98,7 @@ def test_offsets_kafka_has_no_message_for_are_listed_not_failed(
     path = write_pipelines(
         tmp_path, kafka_bootstrap, {"events": {"topic": topic, "target": TARGET, "table": "events"}}
     )
-    result = materialize([definitions(path).resolve_assets_def(EVENTS)], selection=[EVENTS])
+    result = materialize(load_and_checks(definitions(path)), selection=[EVENTS])
     check = checks(result)["offset_continuity"]
     assert check.passed, check.description
     meta = check_metadata(check)
@@ -108,20 +115,20 @@ def test_freshness_fails_when_the_oldest_unloaded_message_is_too_old(
     produce(topic, events(0, 10))
     body = {"topic": topic, "target": TARGET, "table": "events", "max_lag_minutes": 30}
     path = write_pipelines(tmp_path, kafka_bootstrap, {"events": body})
-    load = definitions(path).resolve_assets_def(EVENTS)
-    fresh = checks(materialize([load], selection=[EVENTS]))["freshness"]
+    load = load_and_checks(definitions(path))
+    fresh = checks(materialize(load, selection=[EVENTS]))["freshness"]
     assert fresh.passed, fresh.description
 
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     two_hours_ago = int((time.time() - 7200) * 1000)
     producer.produce(topic, b'{"seq": 10}', partition=0, timestamp=two_hours_ago)
     producer.flush(30)
-    stale = checks(materialize([load], selection=CHECKS_ONLY))["freshness"]
+    stale = checks(materialize(load, selection=CHECKS_ONLY))["freshness"]
     assert not stale.passed
     meta = check_metadata(stale)
     assert meta["lag"] == 1
     assert 119 < meta["oldest_unloaded_age_minutes"] < 125
     assert "limit 30 min" in (stale.description or "")
 
-    loaded = checks(materialize([load], selection=[EVENTS]))["freshness"]
+    loaded = checks(materialize(load, selection=[EVENTS]))["freshness"]
     assert loaded.passed  # caught up again

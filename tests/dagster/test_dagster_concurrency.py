@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import AssetKey, ExecuteInProcessResult, materialize
+from dagster import AssetCheckKey, AssetKey, ExecuteInProcessResult, materialize
 
 import dagster_project.resource as resource_module
 from pipelines.runner import RunResult
@@ -146,6 +146,9 @@ def test_one_pool_per_duckdb_file_covers_loads_checks_and_replays(tmp_path: Path
     defs = definitions(path)
 
     def pool(key: str) -> str | None:
+        if key.endswith("_replay"):
+            [node] = defs.resolve_job_def(key).graph.node_defs
+            return node.pool  # type: ignore[attr-defined]
         return defs.resolve_assets_def(AssetKey(key)).op.pool
 
     shared = pool("a")
@@ -153,6 +156,7 @@ def test_one_pool_per_duckdb_file_covers_loads_checks_and_replays(tmp_path: Path
     assert pool("b") == pool("a_replay") == pool("b_replay") == shared
     assert pool("c") not in (None, shared) and pool("c") == pool("c_replay")
     assert (pool("d"), pool("e")) == ("kafka_etl/pipeline/d", "kafka_etl/pipeline/e")
-    # The checks are evaluated by the load op itself, hence in its pool.
-    checks_of_a = {k.name for k in defs.resolve_assets_def(AssetKey("a")).check_keys}
-    assert {"offset_continuity", "freshness"} <= checks_of_a
+    # The checks are their own op, in the same pool as the loads of that file.
+    checks_of_a = defs.get_asset_checks_def(AssetCheckKey(AssetKey("a"), "freshness"))  # unbound
+    assert {"offset_continuity", "freshness"} <= {k.name for k in checks_of_a.check_keys}
+    assert checks_of_a.op.pool == shared

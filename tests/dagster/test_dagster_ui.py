@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.dagster.support import TARGET, GraphQL, table_rows, wait_for
@@ -62,6 +63,43 @@ query($key: AssetKeyInput!) {
     }
   }
 }"""
+RUN_TAGS = """
+query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }"""
+CHECK_EXECUTIONS = """
+query($key: AssetKeyInput!, $name: String!) {
+  assetCheckExecutions(assetKey: $key, checkName: $name, limit: 1) {
+    runId status
+    evaluation {
+      success description metadataEntries { label ... on IntMetadataEntry { intValue } }
+    }
+  }
+}"""
+SENSOR_DRY_RUN = """
+mutation($selector: SensorSelector!) {
+  sensorDryRun(selectorData: $selector, cursor: null) {
+    __typename
+    ... on DryRunInstigationTick {
+      evaluationResult { runRequests { runKey } skipReason error { message } }
+    }
+    ... on PythonError { message }
+  }
+}"""
+LATEST_OBSERVATION = """
+query($key: AssetKeyInput!) {
+  assetOrError(assetKey: $key) {
+    ... on Asset {
+      assetObservations(limit: 1) {
+        runId description metadataEntries { label ... on IntMetadataEntry { intValue } }
+      }
+    }
+  }
+}"""
+PARTITIONS = """
+query($selector: RepositorySelector!, $name: String!) {
+  partitionSetOrError(repositorySelector: $selector, partitionSetName: $name) {
+    ... on PartitionSet { partitionsOrError { ... on Partitions { results { name } } } }
+  }
+}"""
 LAUNCH_BACKFILL = """
 mutation($params: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $params) {
@@ -85,9 +123,10 @@ class Services:
     folder: Path
     topic: str
     bootstrap: str
+    poison: str
 
-    def launch(self, job: str) -> str:
-        params = {"selector": {**LOCATION, "jobName": job}, "runConfigData": {}}
+    def launch(self, job: str, config: dict[str, Any] | None = None) -> str:
+        params = {"selector": {**LOCATION, "jobName": job}, "runConfigData": config or {}}
         answer = self.gql(LAUNCH_RUN, {"params": params})["launchRun"]
         assert answer["__typename"] == "LaunchRunSuccess", answer
         return str(answer["run"]["runId"])
@@ -101,6 +140,31 @@ class Services:
             return run if run["status"] in ("SUCCESS", "FAILURE", "CANCELED") else None
 
         return dict(wait_for(f"run {run_id}", done, RUN_TIMEOUT))
+
+    def tags(self, run_id: str) -> dict[str, str]:
+        run = self.gql(RUN_TAGS, {"id": run_id})["runOrError"]
+        return {t["key"]: t["value"] for t in run["tags"]}
+
+    def latest_check(self, check: str, key: str = "events") -> dict[str, Any]:
+        variables = {"key": {"path": [key]}, "name": check}
+        [latest] = self.gql(CHECK_EXECUTIONS, variables)["assetCheckExecutions"]
+        return dict(latest)
+
+    def sensor(self, name: str) -> dict[str, Any]:
+        selector = {
+            "repositoryLocationName": LOCATION["repositoryLocationName"],
+            "repositoryName": LOCATION["repositoryName"],
+            "sensorName": name,
+        }
+        answer = self.gql(SENSOR_DRY_RUN, {"selector": selector})["sensorDryRun"]
+        assert answer["__typename"] == "DryRunInstigationTick", answer
+        return dict(answer["evaluationResult"])
+
+    def latest_observation(self, key: str = "events") -> dict[str, Any]:
+        asset = self.gql(LATEST_OBSERVATION, {"key": {"path": [key]}})["assetOrError"]
+        [latest] = asset["assetObservations"]
+        entries = {e["label"]: e.get("intValue") for e in latest["metadataEntries"]}
+        return {**entries, "runId": latest["runId"], "description": latest["description"]}
 
     def latest_row_count(self, key: str = "events") -> tuple[str, int] | None:
         asset = self.gql(LATEST_MATERIALIZATION, {"key": {"path": [key]}})["assetOrError"]
@@ -141,9 +205,11 @@ def _processes_using(home: Path) -> list[int]:
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Services]:
     folder = tmp_path_factory.mktemp("dagster-ui")
-    topic = _topic(kafka_bootstrap)
+    topic, poison = _topic(kafka_bootstrap), _topic(kafka_bootstrap)
     body = {"topic": topic, "target": TARGET, "table": "events", "batch_max_rows": 1000}
-    config = write_pipelines(folder, kafka_bootstrap, {"events": body})
+    body["max_lag_minutes"] = 60
+    bad = {"topic": poison, "target": TARGET, "table": "poison"}
+    config = write_pipelines(folder, kafka_bootstrap, {"events": body, "poison": bad})
     home = folder / "home"
     out = folder / "ui.out"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
@@ -161,7 +227,7 @@ def services(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> 
 
     try:
         address = wait_for("scripts/ui to print its URL", url, 180)
-        yield Services(address, GraphQL(address), folder, topic, kafka_bootstrap)
+        yield Services(address, GraphQL(address), folder, topic, kafka_bootstrap, poison)
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does
         try:
@@ -170,12 +236,12 @@ def services(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> 
             proc.kill()
             raise
         finally:
-            AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([topic])
+            AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([topic, poison])
         assert code == 0, proc.stderr.read() if proc.stderr else ""
         assert wait_for("every child to stop", lambda: not _processes_using(home), 30)
 
 
-def test_materialize_through_graphql_then_a_two_day_replay_backfill_leaves_the_table_as_is(
+def test_materialize_through_graphql_then_a_replay_backfill_leaves_the_table_as_is(
     services: Services,
 ) -> None:
     produce_json(services.bootstrap, services.topic, events(0, 2_500))
@@ -185,9 +251,15 @@ def test_materialize_through_graphql_then_a_two_day_replay_backfill_leaves_the_t
     warehouse = services.folder / "warehouse.duckdb"
     before = table_rows(warehouse)
 
+    # The replay job's days start at the earliest day Kafka retains: today, for this topic.
     today = datetime.now(UTC).date()
-    days = [str(today - timedelta(days=1)), str(today)]
-    params = {"assetSelection": [{"path": ["events_replay"]}], "partitionNames": days}
+    partition_set = {"selector": LOCATION, "name": "events_replay_partition_set"}
+    found = services.gql(PARTITIONS, partition_set)["partitionSetOrError"]
+    names = [p["name"] for p in found["partitionsOrError"]["results"]]
+    assert names[0] == str(today), names
+    days = [str(today)]
+    selector = {"partitionSetName": "events_replay_partition_set", "repositorySelector": LOCATION}
+    params = {"selector": selector, "partitionNames": days}
     answer = services.gql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
     assert answer["__typename"] == "LaunchBackfillSuccess", answer
 
@@ -197,12 +269,21 @@ def test_materialize_through_graphql_then_a_two_day_replay_backfill_leaves_the_t
 
     backfill = wait_for("the replay backfill", completed, BACKFILL_TIMEOUT, every=2)
     assert backfill["status"] == "COMPLETED_SUCCESS", backfill
-    assert [r["status"] for r in backfill["runs"]] == ["SUCCESS", "SUCCESS"]
+    assert [r["status"] for r in backfill["runs"]] == ["SUCCESS"]
     assert table_rows(warehouse) == before
-    # The replay's own materialization says what it rewrote: every row of today (and the day
-    # before, if the test ran across midnight).
-    replayed = services.latest_row_count("events_replay")
-    assert replayed is not None and replayed[1] == 2_500
+    # The replay's observation of the table says what it rewrote: every row of today.
+    replayed = services.latest_observation()
+    assert replayed["rows_replayed"] == 2_500, replayed
+
+    # A day with no message is visibly 0, in numbers and in words.
+    yesterday = {
+        "ops": {"kafka_etl__events__replay": {"config": {"day": str(today - timedelta(1))}}}
+    }
+    run_id = services.launch("events_replay", yesterday)
+    assert services.finished(run_id)["status"] == "SUCCESS"
+    empty = services.latest_observation()
+    assert (empty["runId"], empty["rows_replayed"]) == (run_id, 0)
+    assert "Replayed 0 rows: Kafka holds no message of" in empty["description"]
 
 
 def test_two_runs_launched_together_never_overlap_and_load_every_offset_once(
@@ -219,7 +300,9 @@ def test_two_runs_launched_together_never_overlap_and_load_every_offset_once(
     assert table_offsets(TARGET, services.folder, "events") == expected_offsets(marks)
 
 
-def test_the_asset_page_shows_the_latest_row_count_in_a_real_browser(services: Services) -> None:
+def test_the_asset_page_shows_the_row_count_and_the_lag_in_a_real_browser(
+    services: Services,
+) -> None:
     from playwright.sync_api import sync_playwright
 
     if services.latest_row_count() is None:
@@ -228,6 +311,12 @@ def test_the_asset_page_shows_the_latest_row_count_in_a_real_browser(services: S
     latest = services.latest_row_count()
     assert latest is not None
     shown = f"{latest[1]:,}"
+    # A backlog the checks measure: the freshness check's lag figure is what the page shows.
+    produce_json(services.bootstrap, services.topic, events(50_000, 7))
+    assert services.finished(services.launch("events_checks"))["status"] == "SUCCESS"
+    freshness = services.latest_check("freshness")["evaluation"]
+    lag = {e["label"]: e.get("intValue") for e in freshness["metadataEntries"]}["lag"]
+    assert lag == 7
     services.gql("mutation { setNuxSeen }")  # no first-visit "join the community" dialog
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install -y chromium"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -247,5 +336,60 @@ def test_the_asset_page_shows_the_latest_row_count_in_a_real_browser(services: S
             ranges.scroll_into_view_if_needed(timeout=30_000)
             page.get_by_text("rows_per_second", exact=True).first.wait_for(timeout=30_000)
             page.screenshot(path=str(SCREENSHOTS / "dagster-asset-events-metadata.png"))
+            # The freshness check, evaluated by the checks job: its lag figure and age.
+            page.goto(
+                f"{services.url}/assets/events?view=checks&checkDetail=freshness",
+                wait_until="domcontentloaded",
+            )
+            page.get_by_text("oldest_unloaded_age_minutes").first.wait_for(timeout=60_000)
+            lag_label = page.get_by_text("lag", exact=True).first
+            lag_label.wait_for(timeout=30_000)
+            lag_label.locator("xpath=../..").get_by_text(str(lag), exact=True).first.wait_for(
+                timeout=30_000
+            )
+            # Lag per partition as a table (checkpoint, high watermark, lag), not JSON.
+            page.get_by_text("high_watermark", exact=True).first.wait_for(timeout=30_000)
+            time.sleep(0.5)
+            page.screenshot(path=str(SCREENSHOTS / "dagster-asset-events-freshness.png"))
+            # The per-partition lag table, where the observations (branch observe) put it.
+            page.goto(f"{services.url}/assets/events", wait_until="domcontentloaded")
+            per_partition = page.get_by_text("partition_lag", exact=True)
+            page.get_by_text("Row count", exact=True).first.wait_for(timeout=60_000)
+            if per_partition.count():
+                per_partition.first.scroll_into_view_if_needed(timeout=30_000)
+                page.screenshot(path=str(SCREENSHOTS / "dagster-asset-events-partitions.png"))
         finally:
             browser.close()
+
+
+def test_a_poison_message_fails_the_load_but_not_continuity_and_stops_the_sensor(
+    services: Services,
+) -> None:
+    topic = services.poison
+    produce_json(services.bootstrap, topic, events(0, 20), partition=0)
+    assert services.finished(services.launch("poison_load"))["status"] == "SUCCESS"
+    producer = Producer({"bootstrap.servers": services.bootstrap})
+    producer.produce(topic, b"not json", partition=0)  # offset 20
+    producer.flush(30)
+    produce_json(services.bootstrap, topic, events(20, 5), partition=0)
+
+    failed = services.launch("poison_load")
+    assert services.finished(failed)["status"] == "FAILURE"
+    assert services.tags(failed)["kafka_etl/failed_at"] == f"{topic}/0@20"
+    # The checks are their own job and read the table: every committed offset is there once.
+    assert services.finished(services.launch("poison_checks"))["status"] == "SUCCESS"
+    continuity = services.latest_check("offset_continuity", "poison")
+    assert continuity["evaluation"]["success"], continuity
+    rows = {e["label"]: e.get("intValue") for e in continuity["evaluation"]["metadataEntries"]}
+    assert rows["rows"] == 20
+
+    # One failure at that offset: the sensor still tries (poison_after is 2).
+    first = services.sensor("poison_lag_sensor")
+    assert first["runRequests"] and not first["skipReason"], first
+    assert services.finished(services.launch("poison_load"))["status"] == "FAILURE"
+    second = services.sensor("poison_lag_sensor")
+    assert not second["runRequests"], second
+    assert second["skipReason"].startswith(
+        f"pipeline poison: the last 2 runs failed at {topic}/0@20; not requesting another"
+        " until the pipeline, the checkpoint or the backlog changes"
+    ), second
