@@ -61,6 +61,12 @@ class KafkaEtlComponent(Component, Resolvable, Model):
     schedules_running: bool = Field(
         default=True, description="Start the YAML's schedules switched on."
     )
+    observe_interval_seconds: int = Field(
+        default=15, description="Interval of the observation sensors (lag, rows, checkpoints)."
+    )
+    observations_running: bool = Field(
+        default=True, description="Start the observation sensors switched on."
+    )
     kafka: KafkaConnection = Field(default_factory=KafkaConnection)
 
     def translator(self) -> KafkaEtlTranslator:
@@ -98,4 +104,6 @@ class KafkaEtlComponent(Component, Resolvable, Model):
             sensor_interval_seconds=self.sensor_interval_seconds,
             sensors_running=self.sensors_running,
             schedules_running=self.schedules_running,
+            observe_interval_seconds=self.observe_interval_seconds,
+            observations_running=self.observations_running,
         )

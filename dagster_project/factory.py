@@ -19,6 +19,7 @@ from dagster_project.assets import (
     pipeline_data,
 )
 from dagster_project.automation import lag_sensor, load_schedule
+from dagster_project.observe import observation_sensor
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import KafkaEtlTranslator
 from kafka_etl.errors import ConfigError
@@ -36,9 +37,12 @@ def build_definitions(
     sensor_interval_seconds: int = 30,
     sensors_running: bool = False,
     schedules_running: bool = True,
+    observe_interval_seconds: int = 15,
+    observations_running: bool = True,
 ) -> Definitions:
     """Per pipeline: a table asset with checks, a replay asset, ``<name>_load`` and
-    ``<name>_replay`` jobs, a schedule when ``schedule:`` is set, and a lag sensor.
+    ``<name>_replay`` jobs, a schedule when ``schedule:`` is set, a lag sensor, and an
+    observation sensor (``<name>_observe_sensor``, every ``observe_interval_seconds``).
 
     Pipelines writing to one DuckDB file share one op (and pool), so the file is never opened
     by two runs at once; pipelines on SQL databases get an op (and a pool) each. The jobs run
@@ -56,6 +60,9 @@ def build_definitions(
         DefaultScheduleStatus.RUNNING if schedules_running else DefaultScheduleStatus.STOPPED
     )
     sensor_status = DefaultSensorStatus.RUNNING if sensors_running else DefaultSensorStatus.STOPPED
+    observe_status = (
+        DefaultSensorStatus.RUNNING if observations_running else DefaultSensorStatus.STOPPED
+    )
     for data in datas:
         table = translator.get_asset_spec(data)
         replay = kafka_etl_replay_asset(data, translator=translator, start_date=replay_start_date)
@@ -88,6 +95,16 @@ def build_definitions(
                 load_job,
                 minimum_interval_seconds=sensor_interval_seconds,
                 status=sensor_status,
+            )
+        )
+        topic = translator.get_topic_spec(data)
+        sensors.append(
+            observation_sensor(
+                data,
+                table.key,
+                topic.key if topic is not None else None,
+                minimum_interval_seconds=observe_interval_seconds,
+                status=observe_status,
             )
         )
     topics = dedupe(translator.get_topic_spec(d) for d in datas)

@@ -19,6 +19,7 @@ from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
+    AssetObservation,
     ConfigurableResource,
     EnvVar,
     Failure,
@@ -30,7 +31,7 @@ from pydantic import Field
 from connector.client import ReadPlan
 from connector.lag import PartitionLag, group_lag
 from dagster_project import checks
-from dagster_project.metadata import result_metadata
+from dagster_project.metadata import load_event, result_metadata
 from dagster_project.translator import META_PIPELINE, PipelineTranslatorData
 from kafka_etl.errors import CheckpointConflictError, KafkaEtlError
 from kafka_etl.secrets import is_secret_name
@@ -111,8 +112,13 @@ class KafkaEtlResource(ConfigurableResource):
         return PipelineTranslatorData(project, project.pipeline(name))
 
     # -- loads -----------------------------------------------------------------------------
-    def run(self, context: AssetExecutionContext) -> Iterator[MaterializeResult | AssetCheckResult]:
+    def run(
+        self, context: AssetExecutionContext
+    ) -> Iterator[MaterializeResult | AssetObservation | AssetCheckResult]:
         """Load every selected pipeline, then evaluate its selected checks, in this op.
+
+        A load that committed nothing yields an ``AssetObservation`` (checkpoints and lag), not
+        a materialization, so the latest materialization stays the latest real load.
 
         A pipeline that fails does not stop the others of the op; the op then fails with one
         line per failure (retryable by a Dagster retry policy only if every one is transient).
@@ -137,9 +143,7 @@ class KafkaEtlResource(ConfigurableResource):
                     context.log.error(_located(f"pipeline {name!r}", exc))
                     failures.append((f"pipeline {name!r}", exc))
                     continue
-                yield MaterializeResult(
-                    asset_key=key, metadata=result_metadata(result, data.table_name)
-                )
+                yield load_event(key, data, result)
             for check_key in sorted(k for k in check_keys if k.asset_key == key):
                 try:
                     yield _evaluate(check_key, data)
@@ -246,13 +250,26 @@ def _evaluate(key: AssetCheckKey, data: PipelineTranslatorData) -> AssetCheckRes
     return checks.offset_continuity(key.asset_key, data)
 
 
+def progress_line(name: str, progress: Progress, seconds: float) -> str:
+    """``pipeline 'x': 40,000/100,000 offsets (40%), 39,500 rows, 8,000 rows/s, ETA 8s``."""
+    done, total = progress.offsets_done, progress.offsets_total
+    share = f" ({done / total:.0%})" if total else ""
+    rate = progress.rows / seconds if seconds > 0 else 0.0
+    offsets_rate = done / seconds if seconds > 0 else 0.0
+    eta = f"ETA {(total - done) / offsets_rate:,.0f}s" if offsets_rate > 0 else "ETA unknown"
+    return (
+        f"pipeline {name!r}: {done:,}/{total:,} offsets{share}, {progress.rows:,} rows,"
+        f" {rate:,.0f} rows/s, {eta}"
+    )
+
+
 class _ProgressLog:
     """Run progress as log lines in the Dagster UI, at most one every few seconds."""
 
     def __init__(self, context: AssetExecutionContext, name: str) -> None:
         self._context = context
         self._name = name
-        self._last = time.monotonic()
+        self._began = self._last = time.monotonic()
         self.rows = 0
 
     def start(self, plan: ReadPlan) -> None:
@@ -266,9 +283,7 @@ class _ProgressLog:
 
     def step(self, progress: Progress) -> None:
         self.rows = progress.rows
-        if time.monotonic() - self._last >= _LOG_EVERY:
-            self._last = time.monotonic()
-            self._context.log.info(
-                f"pipeline {self._name!r}: {progress.offsets_done:,}/{progress.offsets_total:,}"
-                f" offsets, {progress.rows:,} rows committed"
-            )
+        now = time.monotonic()
+        if now - self._last >= _LOG_EVERY:
+            self._last = now
+            self._context.log.info(progress_line(self._name, progress, now - self._began))

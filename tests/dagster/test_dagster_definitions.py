@@ -107,4 +107,7 @@ def test_dg_lists_and_checks_the_component_defs(tmp_path: Path) -> None:
     assert {"events", "events_replay", "kafka/t"} <= keys
     assert {j["name"] for j in document["jobs"]} >= {"events_load", "events_replay"}
     assert [s["name"] for s in document["schedules"]] == ["events_schedule"]
-    assert [s["name"] for s in document["sensors"]] == ["events_lag_sensor"]
+    assert sorted(s["name"] for s in document["sensors"]) == [
+        "events_lag_sensor",
+        "events_observe_sensor",
+    ]
