@@ -16,9 +16,12 @@ from typing import Any
 
 from dagster import (
     AssetKey,
+    AssetMaterialization,
     AssetObservation,
+    DagsterRunStatus,
     DefaultSensorStatus,
     MetadataValue,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -37,6 +40,12 @@ from dagster_project.table_side import read_table_side
 from dagster_project.translator import PipelineTranslatorData
 from kafka_etl.errors import TransientError
 
+_IN_PROGRESS = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
 _TOPIC_SCHEMA = TableSchema(
     columns=[
         TableColumn("partition", "int"),
@@ -188,6 +197,37 @@ def observation_sensor(
             )
         except TransientError as exc:
             return SkipReason(f"Kafka did not answer, will try again: {exc}")
-        return SensorResult(asset_events=events, cursor=json.dumps(state))
+        found = _unrecorded_load(context, data.job_prefix, table_key, events[0])
+        return SensorResult(asset_events=[*events, *found], cursor=json.dumps(state))
 
     return _observe
+
+
+def _unrecorded_load(
+    context: SensorEvaluationContext, job_prefix: str, key: AssetKey, seen: AssetObservation
+) -> list[AssetMaterialization]:
+    """A runless materialization for a table that holds loaded rows while Dagster has none on
+    record (loaded by a CLI without ``DAGSTER_HOME``, or before Dagster was set up), so the
+    asset never says "Never materialized" over a loaded table. Not while a run of the pipeline
+    is in progress: that run records its own."""
+    meta = seen.metadata
+    if "last_load" not in meta or "dagster/row_count" not in meta:
+        return []
+    instance = context.instance
+    if instance.get_latest_materialization_event(key) is not None:
+        return []
+    running = instance.get_runs(
+        filters=RunsFilter(statuses=_IN_PROGRESS, tags={"kafka_etl/pipeline": job_prefix}),
+        limit=1,
+    )
+    if running:
+        return []
+    keep = ("dagster/row_count", "dagster/table_name", "partitions", "last_load")
+    return [
+        AssetMaterialization(
+            asset_key=key,
+            description="Found by the observation sensor: loaded outside Dagster.",
+            metadata={k: meta[k] for k in keep if k in meta},
+            tags={"kafka_etl/source": "observation"},
+        )
+    ]

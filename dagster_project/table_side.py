@@ -6,7 +6,7 @@ load holds it; a server database is read with plain queries.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -64,8 +64,9 @@ def _table_side(reader: TableReader, data: PipelineTranslatorData) -> TableSide:
     )
     for part, offset, updated in reader.rows(stmt):
         checkpoints[int(part)] = int(offset)
-        if isinstance(updated, datetime) and (last_load is None or updated > last_load):
-            last_load = updated
+        when = _utc(updated)
+        if when is not None and (last_load is None or when > last_load):
+            last_load = when
     return TableSide(rows, checkpoints, last_load, types)
 
 
@@ -91,3 +92,16 @@ def column_types(
     ordinal: sa.ColumnClause[Any] = sa.column("ordinal_position")
     stmt = sa.select(cols.c.column_name, cols.c.data_type).where(*where).order_by(ordinal)
     return {str(name): str(kind) for name, kind in reader.rows(stmt)}
+
+
+def _utc(value: object) -> datetime | None:
+    """``updated_at`` as an aware datetime: SQLite returns text, MariaDB a naive UTC value (the
+    sinks write ``datetime.now(UTC)``)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

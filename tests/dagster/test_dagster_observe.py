@@ -12,6 +12,7 @@ from typing import Any
 
 from dagster import (
     AssetKey,
+    AssetMaterialization,
     AssetObservation,
     DagsterInstance,
     Definitions,
@@ -21,7 +22,10 @@ from dagster import (
 )
 
 from dagster_project.resource import progress_line
-from pipelines.runner import Progress
+from dagster_project.table_side import read_table_side
+from dagster_project.translator import PipelineTranslatorData
+from pipelines.config import load_project
+from pipelines.runner import Progress, run_pipeline
 from tests.dagster.support import EVENTS, TARGET, checks, definitions, materializations, resource
 from tests.fixtures.kafka import Produce, TopicFactory
 from tests.helpers import events, high_watermarks, write_pipelines
@@ -44,8 +48,8 @@ def _observe(
     assert isinstance(result, SensorResult), result
     found = {}
     for e in result.asset_events:
-        assert isinstance(e, AssetObservation)
-        found[e.asset_key] = _values(e)
+        if isinstance(e, AssetObservation):
+            found[e.asset_key] = _values(e)
     return found, result.cursor
 
 
@@ -86,6 +90,35 @@ def test_observations_follow_a_growing_backlog_then_fall_to_zero_after_a_load(
     }
     per_partition = {r.data["partition"]: r.data for r in seen[topic_key]["partitions"].records}
     assert {p: r["high_watermark"] for p, r in per_partition.items()} == marks
+
+
+def test_a_table_loaded_outside_dagster_is_found_by_the_next_observation(
+    tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory, produce: Produce
+) -> None:
+    topic = topic_factory(2)
+    produce(topic, events(0, 80))
+    path = write_pipelines(
+        tmp_path, kafka_bootstrap, {"events": {"topic": topic, "target": TARGET, "table": "events"}}
+    )
+    run_pipeline(load_project(path), "events")  # no Dagster involved
+    defs = definitions(path)
+    sensor = defs.get_sensor_def("events_observe_sensor")
+    instance = DagsterInstance.ephemeral()
+
+    def evaluate() -> list[AssetMaterialization]:
+        context = build_sensor_context(instance=instance, resources={"kafka_etl": resource(path)})
+        result = sensor(context)
+        assert isinstance(result, SensorResult)
+        found = [e for e in result.asset_events if isinstance(e, AssetMaterialization)]
+        for e in result.asset_events:
+            instance.report_runless_asset_event(e)  # what the daemon does with them
+        return found
+
+    [found] = evaluate()
+    assert found.asset_key == EVENTS
+    assert _values(found)["dagster/row_count"] == 80
+    assert instance.get_latest_materialization_event(EVENTS) is not None
+    assert evaluate() == []  # once on record, observations only
 
 
 def test_a_duckdb_file_held_by_a_writer_is_skipped_not_waited_for(
@@ -220,3 +253,38 @@ def test_progress_lines_give_offsets_rows_rate_and_eta() -> None:
     )
     assert line == "pipeline 'events': 4,000/10,000 offsets (40%), 4,000 rows, 2,000 rows/s, ETA 3s"
     assert progress_line("e", Progress(0, 0, 0), 0).endswith("ETA unknown")
+
+
+EXPECTED_TYPES = {  # the database's own name for a JSON integer and for _timestamp
+    "duckdb": ("BIGINT", "TIMESTAMP WITH TIME ZONE"),
+    "postgresql": ("bigint", "timestamp with time zone"),
+    "mariadb": ("bigint", "datetime"),
+    "sqlite": ("BIGINT", "DATETIME"),
+}
+
+
+def test_the_table_side_reads_rows_checkpoints_last_load_and_database_types_on_every_sink(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    produce: Produce,
+    sink_url: str,
+) -> None:
+    topic = topic_factory(2)
+    produce(topic, events(0, 40))
+    path = write_pipelines(
+        tmp_path, kafka_bootstrap, {"events": {"topic": topic, "target": sink_url, "table": "t"}}
+    )
+    project = load_project(path)
+    data = PipelineTranslatorData(project, project.pipeline("events"))
+    before = read_table_side(data)
+    assert before is None or (before.rows is None and before.checkpoints == {})
+    run_pipeline(project, "events")
+    side = read_table_side(data)
+    assert side is not None
+    assert side.rows == 40
+    assert side.checkpoints == high_watermarks(kafka_bootstrap, topic, 2)
+    assert side.last_load is not None
+    integer, timestamp = EXPECTED_TYPES[data.backend.replace("mysql", "mariadb")]
+    assert side.column_types["seq"] == integer
+    assert side.column_types["_timestamp"].startswith(timestamp), side.column_types
