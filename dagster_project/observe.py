@@ -33,7 +33,7 @@ from dagster import (
 )
 
 from connector.client import close_consumer, make_consumer
-from connector.lag import PartitionLag, first_timestamps, group_lag
+from connector.lag import first_timestamps, group_lag
 from dagster_project.metadata import CHECKPOINTS_SCHEMA
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.table_side import read_table_side
@@ -56,17 +56,19 @@ _TOPIC_SCHEMA = TableSchema(
 
 
 def oldest_unloaded_age(
-    data: PipelineTranslatorData, lags: list[PartitionLag], timeout: float
+    data: PipelineTranslatorData,
+    positions: Mapping[int, int],
+    ends: Mapping[int, int],
+    timeout: float,
 ) -> float:
-    """Seconds since the oldest message not loaded yet was written (0 when none is)."""
+    """Seconds since the oldest message in ``[position, end)`` was written (0 when none is)."""
     p = data.pipeline
-    positions = {x.partition: max(x.position or x.log_start, x.log_start) for x in lags if x.lag}
-    if not positions:
+    wanted = {q: o for q, o in positions.items() if o < ends.get(q, o)}
+    if not wanted:
         return 0.0
-    ends = {x.partition: x.high_watermark for x in lags}
     consumer = make_consumer(data.project.consumer_settings(p), p.consumer_group)
     try:
-        stamps = first_timestamps(consumer, p.topic, positions, ends, timeout=timeout)
+        stamps = first_timestamps(consumer, p.topic, wanted, ends, timeout=timeout)
     finally:
         close_consumer(consumer)
     if not stamps:
@@ -90,16 +92,17 @@ def observe(
     p = data.pipeline
     lags = group_lag(data.project.consumer_settings(p), p.topic, p.consumer_group, timeout=timeout)
     side = read_table_side(data)
-    age = oldest_unloaded_age(data, lags, timeout)
     records = []
     total = 0
+    positions = {}
     for x in lags:
+        # The table's checkpoint when it could be read; the group's (never ahead of it) else.
         checkpoint = side.checkpoints.get(x.partition) if side else None
         if checkpoint is None:
             checkpoint = x.position
-        lag = (
-            x.lag if checkpoint is None else max(x.high_watermark - max(checkpoint, x.log_start), 0)
-        )
+        start = x.log_start if checkpoint is None else max(checkpoint, x.log_start)
+        positions[x.partition] = start
+        lag = max(x.high_watermark - start, 0)
         total += lag
         records.append(
             TableRecord(
@@ -111,6 +114,8 @@ def observe(
                 }
             )
         )
+    ends = {x.partition: x.high_watermark for x in lags}
+    age = oldest_unloaded_age(data, positions, ends, timeout)
     table_meta: dict[str, Any] = {
         "lag": MetadataValue.int(total),
         "oldest_unloaded_age_seconds": MetadataValue.float(round(age, 1)),
