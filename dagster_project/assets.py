@@ -46,9 +46,10 @@ def build_kafka_etl_asset_specs(
     """One spec per pipeline (all of the file's by default), named by ``translator``."""
     translator = translator or KafkaEtlTranslator()
     return [
-        translator.get_asset_spec(data).merge_attributes(
-            metadata={META_PIPELINE: data.pipeline.name}
-        )
+        # skippable: a load that finds nothing new records an observation, no materialization
+        translator.get_asset_spec(data)
+        .merge_attributes(metadata={META_PIPELINE: data.pipeline.name})
+        .replace_attributes(skippable=True)
         for data in pipeline_data(project, pipelines)
     ]
 

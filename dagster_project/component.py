@@ -81,6 +81,12 @@ class KafkaEtlComponent(Component, Resolvable, Model):
             " (until the config, the checkpoint or the backlog changes); 0 never stops."
         ),
     )
+    observe_interval_seconds: int = Field(
+        default=15, description="Interval of the observation sensors (lag, rows, checkpoints)."
+    )
+    observations_running: bool = Field(
+        default=True, description="Start the observation sensors switched on."
+    )
     kafka: KafkaConnection = Field(default_factory=KafkaConnection)
 
     def translator(self) -> KafkaEtlTranslator:
@@ -120,4 +126,6 @@ class KafkaEtlComponent(Component, Resolvable, Model):
             schedules_running=self.schedules_running,
             checks_schedule=self.checks_schedule,
             poison_after=self.poison_after,
+            observe_interval_seconds=self.observe_interval_seconds,
+            observations_running=self.observations_running,
         )

@@ -22,6 +22,7 @@ from dagster_project.assets import (
 from dagster_project.automation import checks_schedule as checks_schedule_
 from dagster_project.automation import lag_sensor, load_schedule
 from dagster_project.check_defs import kafka_etl_checks
+from dagster_project.observe import observation_sensor
 from dagster_project.replays import RETAINED, kafka_etl_replay_job
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import KafkaEtlTranslator
@@ -43,11 +44,14 @@ def build_definitions(
     schedules_running: bool = True,
     checks_schedule: str | None = DEFAULT_CHECKS_SCHEDULE,
     poison_after: int = DEFAULT_POISON_AFTER,
+    observe_interval_seconds: int = 15,
+    observations_running: bool = True,
 ) -> Definitions:
-    """Per pipeline: a table asset with checks, a replay asset, ``<name>_load``,
-    ``<name>_checks`` and ``<name>_replay`` jobs, a schedule when ``schedule:`` is set, a checks
-    schedule (``checks_schedule`` cron, None for none) and a lag sensor (which stops asking for
-    runs after ``poison_after`` failures at the same offset).
+    """Per pipeline: a table asset, its checks, ``<name>_load``, ``<name>_checks`` and
+    ``<name>_replay`` jobs, a schedule when ``schedule:`` is set, a checks schedule
+    (``checks_schedule`` cron, None for none), a lag sensor (which stops asking for runs after
+    ``poison_after`` failures at the same offset) and an observation sensor
+    (``<name>_observe_sensor``, every ``observe_interval_seconds``).
 
     Pipelines writing to one DuckDB file share one op (and pool), so the file is never opened
     by two runs at once; pipelines on SQL databases get an op (and a pool) each. The jobs run
@@ -70,6 +74,9 @@ def build_definitions(
         DefaultScheduleStatus.RUNNING if schedules_running else DefaultScheduleStatus.STOPPED
     )
     sensor_status = DefaultSensorStatus.RUNNING if sensors_running else DefaultSensorStatus.STOPPED
+    observe_status = (
+        DefaultSensorStatus.RUNNING if observations_running else DefaultSensorStatus.STOPPED
+    )
     for data in datas:
         table = translator.get_asset_spec(data)
         replay_job = kafka_etl_replay_job(data, table.key, start_date=replay_start_date)
@@ -104,6 +111,16 @@ def build_definitions(
                 minimum_interval_seconds=sensor_interval_seconds,
                 status=sensor_status,
                 poison_after=poison_after,
+            )
+        )
+        topic = translator.get_topic_spec(data)
+        sensors.append(
+            observation_sensor(
+                data,
+                table.key,
+                topic.key if topic is not None else None,
+                minimum_interval_seconds=observe_interval_seconds,
+                status=observe_status,
             )
         )
     topics = dedupe(translator.get_topic_spec(d) for d in datas)

@@ -10,6 +10,9 @@ from typing import Any
 
 import pyarrow as pa
 from dagster import (
+    AssetKey,
+    AssetObservation,
+    MaterializeResult,
     MetadataValue,
     TableColumn,
     TableColumnConstraints,
@@ -17,6 +20,8 @@ from dagster import (
     TableSchema,
 )
 
+from dagster_project.table_side import read_table_side
+from dagster_project.translator import PipelineTranslatorData
 from pipelines.runner import RunResult
 
 _PARTITIONS_SCHEMA = TableSchema(
@@ -25,17 +30,33 @@ _PARTITIONS_SCHEMA = TableSchema(
         TableColumn("first", "int", description="first offset loaded"),
         TableColumn("next", "int", description="checkpoint after the run (last loaded + 1)"),
         TableColumn("offsets", "int", description="offsets covered by this run"),
+        TableColumn("checkpoint", "int", description="next offset to load, after the run"),
         TableColumn("lag_after", "int", description="offsets left to load after the run"),
     ]
 )
 
 
-def column_schema(schema: pa.Schema) -> TableSchema:
+# What only a load that committed something has: left out of a no-op run's observation.
+_LOAD_ONLY = ("rows_loaded", "offset_ranges", "lag_after", "duration_seconds", "rows_per_second")
+CHECKPOINTS_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("partition", "int"),
+        TableColumn("checkpoint", "int", description="next offset to load (last loaded + 1)"),
+        TableColumn("high_watermark", "int", description="next offset Kafka will write"),
+        TableColumn("lag", "int", description="offsets not loaded yet"),
+    ]
+)
+
+
+def column_schema(schema: pa.Schema, db_types: dict[str, str] | None = None) -> TableSchema:
+    """The table's columns; with ``db_types``, each type reads ``BIGINT (int64)``: the
+    database's own type, then the Arrow type kafka-etl loads it from."""
+    types = db_types or {}
     return TableSchema(
         columns=[
             TableColumn(
                 name=f.name,
-                type=str(f.type),
+                type=f"{types[f.name]} ({f.type})" if f.name in types else str(f.type),
                 constraints=TableColumnConstraints(nullable=f.nullable),
             )
             for f in schema
@@ -43,9 +64,58 @@ def column_schema(schema: pa.Schema) -> TableSchema:
     )
 
 
-def result_metadata(result: RunResult, table_name: str, *, replay: bool = False) -> dict[str, Any]:
-    """``dagster/*`` table metadata plus rows, offsets, lag, duration and throughput."""
-    partitions = sorted(set(result.ranges) | set(result.lag_after))
+def load_event(
+    key: AssetKey, data: PipelineTranslatorData, result: RunResult
+) -> MaterializeResult | AssetObservation:
+    """A materialization for a load that committed something; an observation (checkpoints,
+    lag, table rows) for one that found nothing new."""
+    side = read_table_side(data)  # the run closed the sink: the file is free
+    types = side.column_types if side else None
+    if not result.ranges and not result.rows and not result.dead_lettered:
+        metadata = result_metadata(result, data.table_name, db_types=types)
+        checkpoints = side.checkpoints if side else {}
+        metadata["partitions"] = checkpoint_table(checkpoints, result.lag_after)
+        metadata["lag"] = MetadataValue.int(sum(result.lag_after.values()))  # as observations
+        if side is not None and side.rows is not None:
+            metadata["dagster/row_count"] = MetadataValue.int(side.rows)
+        for name in _LOAD_ONLY:
+            metadata.pop(name, None)
+        return AssetObservation(asset_key=key, metadata=metadata)
+    metadata = result_metadata(
+        result, data.table_name, db_types=types, checkpoints=side.checkpoints if side else None
+    )
+    return MaterializeResult(asset_key=key, metadata=metadata)
+
+
+def checkpoint_table(checkpoints: dict[int, int], lag: dict[int, int]) -> MetadataValue:
+    records = [
+        TableRecord(
+            {
+                "partition": p,
+                "checkpoint": checkpoints.get(p),
+                "high_watermark": checkpoints[p] + lag.get(p, 0) if p in checkpoints else None,
+                "lag": lag.get(p, 0),
+            }
+        )
+        for p in sorted(set(checkpoints) | set(lag))
+    ]
+    return MetadataValue.table(records, schema=CHECKPOINTS_SCHEMA)
+
+
+def result_metadata(
+    result: RunResult,
+    table_name: str,
+    *,
+    replay: bool = False,
+    db_types: dict[str, str] | None = None,
+    checkpoints: dict[int, int] | None = None,
+) -> dict[str, Any]:
+    """``dagster/*`` table metadata plus rows, offsets, lag, duration and throughput.
+
+    ``checkpoints`` (read from the table after the run) fill the per-partition checkpoint of
+    partitions this run did not touch."""
+    stored = checkpoints or {}
+    partitions = sorted(set(result.ranges) | set(result.lag_after) | set(stored))
     records = []
     for p in partitions:
         r = result.ranges.get(p)
@@ -56,6 +126,7 @@ def result_metadata(result: RunResult, table_name: str, *, replay: bool = False)
                     "first": r.first if r else None,
                     "next": r.next if r else None,
                     "offsets": r.size if r else 0,
+                    "checkpoint": r.next if r else stored.get(p),
                     "lag_after": result.lag_after.get(p, 0),
                 }
             )
@@ -77,7 +148,7 @@ def result_metadata(result: RunResult, table_name: str, *, replay: bool = False)
     if result.table_rows is not None:  # unknown when the database went away after the load
         metadata["dagster/row_count"] = MetadataValue.int(result.table_rows)
     if result.schema is not None:
-        metadata["dagster/column_schema"] = column_schema(result.schema)
+        metadata["dagster/column_schema"] = column_schema(result.schema, db_types)
     if result.tombstones:
         metadata["tombstones_skipped"] = MetadataValue.int(result.tombstones)
     if result.dead_lettered:

@@ -5,6 +5,7 @@ Every expected failure ends as one line on stderr and a non-zero exit; traceback
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -110,6 +111,7 @@ def run(
         result = run_pipeline(project, name, on_start=bar.start, on_progress=bar.update)
     finally:
         bar.stop()
+    _report_to_dagster(project, name, result)
     if as_json:
         out.print_json(json.dumps(_summary(result)))
         return
@@ -396,6 +398,20 @@ def _reset_target(ctx: typer.Context, text: str) -> ResetTarget:
     if text == "latest":
         return "latest"
     return _timestamp(ctx, "--to", text, choices="earliest, latest or ")
+
+
+def _report_to_dagster(project: Project, name: str, result: RunResult) -> None:
+    """Record the load in the Dagster instance of ``$DAGSTER_HOME``, if set and Dagster is
+    installed (the core install has no Dagster, and never imports it). Best effort: the load
+    committed whatever happens here, so a failure is a warning."""
+    if not os.environ.get("DAGSTER_HOME") or importlib.util.find_spec("dagster") is None:
+        return
+    try:
+        from dagster_project.report import report_load  # the optional extra, imported late
+
+        report_load(project, name, result)
+    except Exception as exc:  # any failure of the optional report is only a warning
+        err.print(escape(f"kafka-etl: warning: not recorded in Dagster ($DAGSTER_HOME): {exc}"))
 
 
 def _count(rows: int | None) -> str:

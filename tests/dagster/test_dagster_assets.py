@@ -54,12 +54,19 @@ def test_materialize_loads_exactly_the_backlog_and_reports_it(
     assert meta["rows_loaded"] == 600
     assert meta["dagster/table_name"] == "warehouse.main.events"
     columns = {c.name: c.type for c in meta["dagster/column_schema"].columns}
-    assert columns["seq"] == "int64"
-    assert columns["action"] == "string"
+    assert columns["seq"] == "BIGINT (int64)"  # the database's type, then Arrow's
+    assert columns["action"] == "VARCHAR (string)"
     assert {"_topic", "_partition", "_offset", "_timestamp", "_key"} <= set(columns)
     per_partition = {r.data["partition"]: r.data for r in meta["partitions"].records}
     assert per_partition == {
-        p: {"partition": p, "first": 0, "next": marks[p], "offsets": marks[p], "lag_after": 0}
+        p: {
+            "partition": p,
+            "first": 0,
+            "next": marks[p],
+            "offsets": marks[p],
+            "checkpoint": marks[p],
+            "lag_after": 0,
+        }
         for p in range(3)
     }
     assert meta["offset_ranges"] == ", ".join(f"{p}:[0,{marks[p]})" for p in range(3))

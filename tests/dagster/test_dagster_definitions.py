@@ -115,4 +115,7 @@ def test_dg_lists_and_checks_the_component_defs(tmp_path: Path) -> None:
         "events_checks_schedule",
         "events_schedule",
     ]
-    assert [s["name"] for s in document["sensors"]] == ["events_lag_sensor"]
+    assert sorted(s["name"] for s in document["sensors"]) == [
+        "events_lag_sensor",
+        "events_observe_sensor",
+    ]

@@ -351,13 +351,6 @@ def test_the_asset_page_shows_the_row_count_and_the_lag_in_a_real_browser(
             page.get_by_text("high_watermark", exact=True).first.wait_for(timeout=30_000)
             time.sleep(0.5)
             page.screenshot(path=str(SCREENSHOTS / "dagster-asset-events-freshness.png"))
-            # The per-partition lag table, where the observations (branch observe) put it.
-            page.goto(f"{services.url}/assets/events", wait_until="domcontentloaded")
-            per_partition = page.get_by_text("partition_lag", exact=True)
-            page.get_by_text("Row count", exact=True).first.wait_for(timeout=60_000)
-            if per_partition.count():
-                per_partition.first.scroll_into_view_if_needed(timeout=30_000)
-                page.screenshot(path=str(SCREENSHOTS / "dagster-asset-events-partitions.png"))
         finally:
             browser.close()
 
