@@ -29,7 +29,6 @@ from tests.fixtures.kafka import Produce, TopicFactory
 from tests.helpers import cli, events
 
 DEAD = "127.0.0.1:1"  # nothing listens on port 1: connections are refused at once
-PG_HOST = "127.0.0.1:55432"
 FAST_FAIL = {"socket.timeout.ms": 3000, "socket.connection.setup.timeout.ms": 3000}
 
 
@@ -93,8 +92,9 @@ class Setup:
     topic: str
     avro_topic: str
     targets: dict[str, str]  # pipeline -> target URL on a live PostgreSQL
+    server: str  # that PostgreSQL's host:port
 
-    def config(self, name: str, bootstrap: str, *, db: str = PG_HOST) -> Path:
+    def config(self, name: str, bootstrap: str, *, db: str | None = None) -> Path:
         s = self.secrets.pairs
         registry_url = f"http://reg:{quote(s['registry URL userinfo'][1], safe='')}@{DEAD}/"
         kafka: dict[str, Any] = {
@@ -105,7 +105,11 @@ class Setup:
             **FAST_FAIL,
         }
         sql: dict[str, dict[str, Any]] = {
-            p: {"topic": self.topic, "target": url.replace(PG_HOST, db), "table": "ev"}
+            p: {
+                "topic": self.topic,
+                "target": url.replace(self.server, db or self.server),
+                "table": "ev",
+            }
             for p, url in self.targets.items()
         }
         sql["p_userinfo"]["kafka"] = {"sasl.oauthbearer.client.secret": s["oauth client secret"][1]}
@@ -141,6 +145,7 @@ def setup(tmp_path: Path, roles: Roles, topic_factory: TopicFactory, produce: Pr
     empty = secrets.new("target password, empty user", user="")
     a, b, c = roles.create(userinfo), roles.create(query), roles.create(empty)
     db = "kafka_etl_test"
+    PG_HOST = f"{roles.admin.url.host}:{roles.admin.url.port}"
     targets = {
         "p_userinfo": f"postgresql+psycopg://{a}:{quote(userinfo, safe='')}@{PG_HOST}/{db}",
         "p_query": f"postgresql+psycopg://{b}@{PG_HOST}/{db}?password={quote(query, safe='')}",
@@ -153,7 +158,7 @@ def setup(tmp_path: Path, roles: Roles, topic_factory: TopicFactory, produce: Pr
     topic, avro_topic = topic_factory(1), topic_factory(1)
     produce(topic, events(0, 5))
     produce(avro_topic, [b"\x00\x00\x00\x00\x01\x02"])  # schema id 1: must ask the registry
-    return Setup(secrets, tmp_path, topic, avro_topic, targets)
+    return Setup(secrets, tmp_path, topic, avro_topic, targets, PG_HOST)
 
 
 COMMANDS: list[tuple[str, ...]] = [
@@ -162,7 +167,7 @@ COMMANDS: list[tuple[str, ...]] = [
     ("status", "{p}"),
     ("schema", "{p}"),
     ("dlq", "{p}"),
-    ("reset", "{p}", "--to", "earliest"),
+    ("reset", "{p}", "--to", "earliest", "--yes"),
     ("backfill", "{p}", "--partition", "0", "--from-offset", "0", "--to-offset", "2"),
     ("backfill", "{p}", "--from", "2000-01-01T00:00Z", "--to", "2100-01-01T00:00Z", "--json"),
 ]
