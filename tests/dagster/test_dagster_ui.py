@@ -88,7 +88,7 @@ LATEST_OBSERVATION = """
 query($key: AssetKeyInput!) {
   assetOrError(assetKey: $key) {
     ... on Asset {
-      assetObservations(limit: 1) {
+      assetObservations(limit: 50) {
         runId description metadataEntries { label ... on IntMetadataEntry { intValue } }
       }
     }
@@ -161,8 +161,9 @@ class Services:
         return dict(answer["evaluationResult"])
 
     def latest_observation(self, key: str = "events") -> dict[str, Any]:
+        """The newest observation a run recorded (the observation sensor's own are runless)."""
         asset = self.gql(LATEST_OBSERVATION, {"key": {"path": [key]}})["assetOrError"]
-        [latest] = asset["assetObservations"]
+        latest = next(o for o in asset["assetObservations"] if o["runId"])
         entries = {e["label"]: e.get("intValue") for e in latest["metadataEntries"]}
         return {**entries, "runId": latest["runId"], "description": latest["description"]}
 
