@@ -38,7 +38,10 @@ class Stopped(KeyboardInterrupt):
 def _usage_errors() -> tuple[type[BaseException], ...]:
     """The exceptions typer's parsing raises: its bundled click's (typer >= 0.20 vendors click
     as ``typer._click``, all subclasses of ``TyperException``) and, for older typer, click's."""
-    kinds: list[type[BaseException]] = [typer.TyperException]
+    kinds: list[type[BaseException]] = []
+    bundled = getattr(typer, "TyperException", None)  # typer < 0.20 has none: it uses click's
+    if isinstance(bundled, type) and issubclass(bundled, BaseException):
+        kinds.append(bundled)
     try:
         import click
     except ImportError:  # pragma: no cover - typer without a separate click
