@@ -36,6 +36,7 @@ from sinks.base import (
     describe_ranges,
     dropped_table_message,
 )
+from sinks.capabilities import DUCKDB
 from sinks.changes import Changes, reduce_batch
 from sinks.duckdb import history
 from sinks.duckdb.checkpoints import Checkpoints
@@ -109,7 +110,7 @@ def connect(
 class DuckDBSink(ClosesOnExit):
     """Rows and checkpoints of one pipeline in one DuckDB file."""
 
-    max_in_flight = 1
+    max_in_flight = DUCKDB.max_in_flight
 
     def __init__(
         self,

@@ -15,13 +15,13 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Dialect
 
 from sinks.base import SCHEMA_HISTORY_TABLE, SchemaChange, TableSpec
-from sinks.sql.types import is_mysql
+from sinks.sql.types import bounded_text
 
 Entry = tuple[str, str, str | None, str]  # column, change, old type, new type
 
 
 def history_table(spec: TableSpec, dialect: Dialect) -> sa.Table:
-    name_type: sa.types.TypeEngine[str] = sa.String(255) if is_mysql(dialect) else sa.Text()
+    name_type: sa.types.TypeEngine[str] = sa.String(255) if bounded_text(dialect) else sa.Text()
     return sa.Table(
         SCHEMA_HISTORY_TABLE,
         sa.MetaData(),
@@ -34,7 +34,7 @@ def history_table(spec: TableSpec, dialect: Dialect) -> sa.Table:
         sa.Column("first_offsets", sa.Text(), nullable=False),
         sa.Column(
             "applied_at",
-            sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"),
+            mysql.DATETIME(fsp=6) if bounded_text(dialect) else sa.DateTime(timezone=True),
             nullable=False,
         ),
         sa.Column("position", sa.Integer(), nullable=False),
