@@ -11,7 +11,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -44,7 +44,7 @@ from kafka_etl.errors import KafkaEtlError, SourceUnavailableError, TerminalErro
 from kafka_etl.process import bulk_allocation, limit_malloc_arenas
 from pipelines.config import Pipeline, Project
 from pipelines.conflicts import ErrorBudget, charge_conflicts, set_aside_conflicts
-from sinks.base import SchemaChange, Sink, TableSpec, WriteResult, WriteTurn
+from sinks.base import SchemaChange, Sink, TableSpec, WriteResult
 from sinks.factory import open_sink
 
 log = logging.getLogger(__name__)
@@ -309,25 +309,16 @@ def _load(
         # Only schema conflicts need the undecoded messages again, at write time.
         return batch, raw if pipeline.on_schema_conflict == "dlq" else None
 
-    def write(
-        handover: list[tuple[Batch, RawBatch | None]], turn: WriteTurn
-    ) -> tuple[Batch, WriteResult]:
-        try:
-            # Taken out of the list so the batch can be freed as soon as it is written, rather
-            # than living on in the executor's work item.
-            batch, raw = handover.pop()
-            if raw is not None:
-                # Against the table as the previous batch leaves it.
-                turn.wait_previous_settled()
-                fitted = set_aside_conflicts(sink.table_schema(), batch, raw, spec)
-                charge_conflicts(budget, batch, fitted)
-                batch = fitted
-                del raw
-            written = sink.write(batch, replay=replay, turn=turn)
-        finally:
-            turn.end()
-        pa.default_memory_pool().release_unused()  # keep RSS flat across batches
-        return batch, written
+    def fitter(raw: RawBatch) -> Callable[[Batch], Batch]:
+        """Sets aside the batch's schema conflicts, against the table as the previous batch
+        leaves it (the sink's writer calls it once that is known)."""
+
+        def fit(batch: Batch) -> Batch:
+            fitted = set_aside_conflicts(sink.table_schema(), batch, raw, spec)
+            charge_conflicts(budget, batch, fitted)
+            return fitted
+
+        return fit
 
     def committed(done: tuple[Batch, WriteResult]) -> None:
         tally.add(*done)
@@ -337,26 +328,21 @@ def _load(
             on_progress(Progress(tally.rows, tally.offsets_done, plan.total_lag))
 
     # Reading and decoding the next batch (this thread) overlap the sink transactions of the
-    # batches handed over before, up to ``sink.max_in_flight`` of them (PostgreSQL: 2, each on
-    # its own connection; otherwise 1). Batches still commit strictly in order (``WriteTurn``),
-    # and their results are taken in order, so a failure stops the run with nothing skipped.
-    # When reading or decoding fails, the batches in flight are waited for first: a failure
-    # of theirs happened earlier and is the one reported.
-    depth = max(sink.max_in_flight, 1)
-    with (
-        bulk_allocation(),
-        ThreadPoolExecutor(max_workers=depth, thread_name_prefix="kafka-etl-writer") as writer,
-    ):
+    # batches submitted before, up to ``writer.depth`` of them (PostgreSQL: 2, each on its own
+    # connection; otherwise 1). The sink's writer commits them strictly in order, and their
+    # results are taken in order, so a failure stops the run with nothing skipped. When
+    # reading or decoding fails, the batches in flight are waited for first: a failure of
+    # theirs happened earlier and is the one reported.
+    with bulk_allocation(), sink.writes() as writer:
         in_flight: deque[Future[tuple[Batch, WriteResult]]] = deque()
-        turn: WriteTurn | None = None
         try:
             for raw in reader:
-                prepared = prepare(raw)
+                batch, conflicts = prepare(raw)
                 del raw  # not kept alive while the next batch is read
-                _drain(in_flight, committed, keep=depth - 1)
-                turn = WriteTurn(turn)
-                in_flight.append(writer.submit(write, [prepared], turn))
-                del prepared
+                _drain(in_flight, committed, keep=writer.depth - 1)
+                fit = fitter(conflicts) if conflicts is not None else None
+                in_flight.append(writer.submit(batch, replay=replay, fit=fit))
+                del batch, conflicts, fit
         finally:
             _drain(in_flight, committed)
     lag_after = _lag_after(sink, consumer, pipeline.topic, sorted(plan.end))
@@ -399,7 +385,7 @@ def _drain(
 ) -> None:
     """Take the results of the writes in flight, in order, until ``keep`` are left. On a
     failure every write in flight is waited for and the first failure is raised. (A later
-    write fails too where it shares a partition with the failed one, see ``WriteTurn``; where
+    write fails too where it shares a partition with the failed one, see ``sinks.inflight``; where
     it does not, it may have committed, which is as correct and only goes unreported.)"""
     while len(in_flight) > keep:
         try:

@@ -32,7 +32,6 @@ from sinks.base import (
     SchemaChange,
     TableSpec,
     WriteResult,
-    WriteTurn,
     describe_ranges,
     dropped_table_message,
 )
@@ -42,6 +41,7 @@ from sinks.duckdb import history
 from sinks.duckdb.checkpoints import Checkpoints
 from sinks.duckdb.dlq import DeadLetters
 from sinks.duckdb.sql import column_list, qualified, quote, registered, rollback_quietly
+from sinks.inflight import InFlight
 from sinks.schema import SchemaPlan, plan_schema
 
 log = logging.getLogger(__name__)
@@ -177,12 +177,12 @@ class DuckDBSink(ClosesOnExit):
         return schema
 
     # -- writing ---------------------------------------------------------------------------
-    def write(
-        self, batch: Batch, *, replay: bool = False, turn: WriteTurn | None = None
-    ) -> WriteResult:
-        if turn is not None:  # one connection: writes never overlap
-            turn.wait_previous_ended()
+    def write(self, batch: Batch, *, replay: bool = False) -> WriteResult:
         return self._write(batch, replay=replay)
+
+    def writes(self) -> InFlight:
+        # One connection: writes never overlap, so the turn has nothing to wait for.
+        return InFlight(lambda batch, replay, _turn: self._write(batch, replay=replay), 1)
 
     def resolve_dead_letters(self, batch: Batch) -> int:
         if batch.ranges:

@@ -42,12 +42,12 @@ from sinks.base import (
     SchemaChange,
     TableSpec,
     WriteResult,
-    WriteTurn,
     describe_ranges,
     dropped_table_message,
 )
 from sinks.capabilities import capabilities
 from sinks.changes import Changes, reduce_batch
+from sinks.inflight import InFlight, WriteTurn
 from sinks.schema import SchemaPlan, plan_schema
 from sinks.sql import tables
 from sinks.sql.arrow import JsonText
@@ -170,9 +170,13 @@ class SqlSink(ClosesOnExit):
         return table, tables.arrow_schema(conn, table)
 
     # -- writing ---------------------------------------------------------------------------
-    def write(
-        self, batch: Batch, *, replay: bool = False, turn: WriteTurn | None = None
-    ) -> WriteResult:
+    def write(self, batch: Batch, *, replay: bool = False) -> WriteResult:
+        return self._write_in_turn(batch, replay, None)
+
+    def writes(self) -> InFlight:
+        return InFlight(self._write_in_turn, self.max_in_flight)
+
+    def _write_in_turn(self, batch: Batch, replay: bool, turn: WriteTurn | None) -> WriteResult:
         try:
             return self._write_once_more_if_created(batch, replay, turn=turn)
         except BaseException as exc:
