@@ -72,6 +72,20 @@ class SchemaChange:
     applied_at: datetime
 
 
+class TableAppeared(Exception):
+    """Another writer created the table this write was about to create: the write rolled
+    back and is planned once more against the table that exists."""
+
+
+def checkpoint_conflict_message(spec: TableSpec, r: OffsetRange, current: object) -> str:
+    """Why a batch was refused: its partition's checkpoint is not where the batch starts."""
+    return (
+        f"pipeline {spec.pipeline!r}: {spec.topic}/{r.partition} checkpoint moved to {current}"
+        f" while this run was loading from {r.first} (another run of the same pipeline?);"
+        " nothing from this batch was committed"
+    )
+
+
 def describe_ranges(ranges: dict[int, OffsetRange]) -> str:
     return ", ".join(str(r) for _, r in sorted(ranges.items()))
 

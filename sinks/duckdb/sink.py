@@ -30,6 +30,7 @@ from kafka_etl.errors import (
 from sinks.base import (
     ClosesOnExit,
     SchemaChange,
+    TableAppeared,
     TableSpec,
     WriteResult,
     describe_ranges,
@@ -196,6 +197,12 @@ class DuckDBSink(ClosesOnExit):
         return self._dlq.read(limit)
 
     def _write(self, batch: Batch, *, replay: bool, resolve: bool = False) -> WriteResult:
+        try:
+            return self._write_once(batch, replay=replay, resolve=resolve)
+        except TableAppeared:  # rolled back; now plan against the table that exists
+            return self._write_once(batch, replay=replay, resolve=resolve)
+
+    def _write_once(self, batch: Batch, *, replay: bool, resolve: bool) -> WriteResult:
         plan = plan_schema(
             self._schema,
             batch.rows,
@@ -238,6 +245,8 @@ class DuckDBSink(ClosesOnExit):
                 self._schema = self._read_schema()
             except duckdb.Error:
                 self._schema = None
+            if isinstance(exc, TableAppeared):
+                raise
             if isinstance(exc, Exception):
                 raise classify(exc, self._where, work="this batch") from exc
             raise
@@ -307,6 +316,8 @@ class DuckDBSink(ClosesOnExit):
         if self._schema is None:
             if self.spec.mode == "upsert" and rows.num_rows == 0:
                 return False  # the key columns are known with the first row
+            if self._read_schema() is not None:
+                raise TableAppeared  # another sink of this process created it meanwhile
             if self.spec.db_schema:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.spec.db_schema)}")
             with registered(con, _BATCH_VIEW, rows.schema.empty_table()):

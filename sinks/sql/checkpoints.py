@@ -28,7 +28,7 @@ from sqlalchemy.sql.compiler import DDLCompiler
 
 from connector.batch import OffsetRange
 from kafka_etl.errors import CheckpointConflictError
-from sinks.base import CHECKPOINT_TABLE, TableSpec
+from sinks.base import CHECKPOINT_TABLE, TableSpec, checkpoint_conflict_message
 from sinks.capabilities import capabilities
 from sinks.sql import tables
 
@@ -128,12 +128,7 @@ class Checkpoints:
                 .where(self._mine, c.partition == r.partition)
                 .with_for_update()
             ).scalar()
-            msg = (
-                f"pipeline {self.spec.pipeline!r}: {self.spec.topic}/{r.partition} checkpoint"
-                f" moved to {current} while this run was loading from {r.first} (another run"
-                " of the same pipeline?); nothing from this batch was committed"
-            )
-            raise CheckpointConflictError(msg)
+            raise CheckpointConflictError(checkpoint_conflict_message(self.spec, r, current))
 
     def set(self, conn: Connection, partition: int, offset: int) -> None:
         """Move a checkpoint unconditionally (reset)."""

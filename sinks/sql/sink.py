@@ -40,6 +40,7 @@ from kafka_etl.extras import extra_for, missing_extra_message
 from sinks.base import (
     ClosesOnExit,
     SchemaChange,
+    TableAppeared,
     TableSpec,
     WriteResult,
     describe_ranges,
@@ -56,10 +57,6 @@ from sinks.sql.dlq import DeadLetters, delete_offsets
 from sinks.sql.history import Entry, SchemaHistory, history_table
 from sinks.sql.load import CopyLoader, Loader
 from sinks.sql.types import JSON_TYPE
-
-
-class _TableAppeared(Exception):
-    """Another writer created the table this write was about to create."""
 
 
 class SqlSink(ClosesOnExit):
@@ -211,7 +208,7 @@ class SqlSink(ClosesOnExit):
     ) -> WriteResult:
         try:
             return self._write(batch, replay, resolve, turn)
-        except _TableAppeared:  # rolled back; now plan against the table that exists
+        except TableAppeared:  # rolled back; now plan against the table that exists
             self._table, self._schema = self._reflect()
             return self._write(batch, replay, resolve, turn)
 
@@ -324,7 +321,7 @@ class SqlSink(ClosesOnExit):
             table = tables.target_table(rows.schema, self.spec, dialect)
             with tables.creating(conn, self.spec.display_name):
                 if tables.reflect(conn, self.spec) is not None:
-                    raise _TableAppeared  # another writer created it meanwhile
+                    raise TableAppeared  # another writer created it meanwhile
                 table.create(conn)
             # The definition just created is what reflection would return (and reflecting costs
             # a dozen catalog queries on PostgreSQL, on the first batch of every table).

@@ -194,7 +194,6 @@ def test_new_fields_and_nested_values_and_a_conflict_that_commits_nothing(
     assert stored == [(1, None), (2, 2.5)]
 
 
-@sinks("postgresql", "mariadb", "sqlite")
 def test_a_failed_batch_leaves_no_rows_and_no_columns_where_ddl_is_transactional(
     sink_url: str, tmp_path: Path
 ) -> None:
@@ -443,7 +442,6 @@ def test_a_write_in_flight_after_one_that_adds_a_column_plans_against_the_new_co
         ]
 
 
-@sinks("postgresql")
 def test_a_writer_that_finds_the_table_created_meanwhile_loads_into_it(
     sink_url: str, tmp_path: Path
 ) -> None:
