@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 _DIALECT = postgresql.dialect(paramstyle="qmark")
@@ -46,13 +47,19 @@ class CoreConnection:
         if isinstance(parameters, Sequence):  # executemany, as ``conn.execute(insert, rows)``
             if not parameters:
                 return Result([])
-            compiled = statement.compile(dialect=_DIALECT, column_keys=list(parameters[0]))
+            compiled = _compile(statement, column_keys=list(parameters[0]))
             order = compiled.positiontup or []
             self._con.executemany(
                 compiled.string, [[row[name] for name in order] for row in parameters]
             )
             return Result([])
-        compiled = statement.compile(dialect=_DIALECT)
+        compiled = _compile(statement)
         values = {**compiled.params, **(parameters or {})}
         bound = [values[name] for name in compiled.positiontup or []]
         return Result([tuple(row) for row in self._con.execute(compiled.string, bound).fetchall()])
+
+
+def _compile(statement: ClauseElement, **kw: Any) -> SQLCompiler:
+    compiled = statement.compile(dialect=_DIALECT, **kw)
+    assert isinstance(compiled, SQLCompiler)  # a statement, never DDL
+    return compiled

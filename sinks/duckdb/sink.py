@@ -40,8 +40,10 @@ from sinks.capabilities import DUCKDB
 from sinks.changes import Changes, reduce_batch
 from sinks.duckdb import history
 from sinks.duckdb.checkpoints import Checkpoints
+from sinks.duckdb.core import CoreConnection
 from sinks.duckdb.dlq import DeadLetters
 from sinks.duckdb.sql import column_list, qualified, quote, registered, rollback_quietly
+from sinks.history import Entry, SchemaHistory, history_table
 from sinks.inflight import InFlight
 from sinks.schema import SchemaPlan, plan_schema
 
@@ -127,6 +129,8 @@ class DuckDBSink(ClosesOnExit):
         self._where = f"duckdb {path}"
         self._con = connect(path, lock_timeout=lock_timeout, settings=settings)
         self._checkpoints = Checkpoints(self._con, spec)
+        self._core = CoreConnection(self._con)
+        self._history = SchemaHistory(history_table(None), spec)
         try:
             with _CREATING:
                 self._checkpoints.ensure()
@@ -146,7 +150,7 @@ class DuckDBSink(ClosesOnExit):
             if checkpoints and self._schema is None:
                 self._schema = self._read_schema()
             dropped = bool(checkpoints) and self._schema is None
-            dropped = dropped and history.created(self._con, self.spec)
+            dropped = dropped and self._history.created(self._core)
         except Exception as exc:
             raise classify(exc, self._where) from exc
         if dropped:
@@ -162,7 +166,7 @@ class DuckDBSink(ClosesOnExit):
         return int(self._con.execute(f"SELECT count(*) FROM {self._name}").fetchall()[0][0])
 
     def schema_history(self) -> list[SchemaChange]:
-        return history.read(self._con, self.spec)
+        return self._history.read(self._core)
 
     def _read_schema(self) -> pa.Schema | None:
         exists = self._con.execute(
@@ -326,9 +330,9 @@ class DuckDBSink(ClosesOnExit):
                 )
             self._create_index()
             entries = [(f.name, "created", None, str(f.type)) for f in rows.schema]
-            history.record(con, self.spec, entries, first_offsets)
+            self._history.record(self._core, entries, first_offsets)
             return True
-        changes: list[history.Entry] = []
+        changes: list[Entry] = []
         for field in plan.new_fields:
             type_name = self._type_name(field)
             con.execute(f"ALTER TABLE {self._name} ADD COLUMN {quote(field.name)} {type_name}")
@@ -343,7 +347,7 @@ class DuckDBSink(ClosesOnExit):
                 )
                 changes.append((w.name, "widened", str(w.old), str(w.new)))
             self._create_index()
-        history.record(con, self.spec, changes, first_offsets)
+        self._history.record(self._core, changes, first_offsets)
         return False
 
     def _type_name(self, field: pa.Field) -> str:
@@ -378,7 +382,7 @@ class DuckDBSink(ClosesOnExit):
         try:
             con.begin()
             if self._schema is None:
-                history.forget(con, self.spec)  # a dropped table's columns are gone with it
+                self._history.forget(self._core)  # a dropped table's columns are gone with it
             for partition, offset in sorted(offsets.items()):
                 if self._schema is not None and self.spec.mode == "append":
                     deleted += int(

@@ -48,13 +48,13 @@ from sinks.base import (
 )
 from sinks.capabilities import capabilities
 from sinks.changes import Changes, reduce_batch
+from sinks.history import Entry, SchemaHistory, history_table
 from sinks.inflight import InFlight, WriteTurn
 from sinks.schema import SchemaPlan, plan_schema
 from sinks.sql import tables
 from sinks.sql.arrow import JsonText
 from sinks.sql.checkpoints import Checkpoints
 from sinks.sql.dlq import DeadLetters, delete_offsets
-from sinks.sql.history import Entry, SchemaHistory, history_table
 from sinks.sql.load import CopyLoader, Loader
 from sinks.sql.types import JSON_TYPE
 
@@ -96,7 +96,7 @@ class SqlSink(ClosesOnExit):
             self.max_in_flight = caps.max_in_flight
             self._dlq = DeadLetters(spec, dialect)
             self._checkpoints = Checkpoints(tables.checkpoint_table(spec, dialect), spec)
-            self._history = SchemaHistory(history_table(spec, dialect), spec)
+            self._history = SchemaHistory(history_table(spec.db_schema, dialect), spec)
             with self._engine.begin() as conn, tables.creating(conn, "bookkeeping tables"):
                 tables.ensure_schema(conn, spec)
                 self._checkpoints.ensure(conn)
