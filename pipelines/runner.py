@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,7 +48,7 @@ from pipelines.definition import (
     table_spec,
 )
 from pipelines.process import bulk_allocation, limit_malloc_arenas
-from sinks.base import SchemaChange, Sink, WriteResult, WriteTurn
+from sinks.base import SchemaChange, Sink, WriteResult
 
 log = logging.getLogger(__name__)
 # After the last commit the run has done its work: the lag it then reports waits at most this
@@ -296,26 +296,16 @@ def _load(
         # Only schema conflicts need the undecoded messages again, at write time.
         return batch, raw if pipeline.on_schema_conflict == "dlq" else None
 
-    def write(
-        handover: list[tuple[Batch, RawBatch | None]], turn: WriteTurn
-    ) -> tuple[Batch, WriteResult]:
-        try:
-            # Taken out of the list so the batch can be freed as soon as it is written, rather
-            # than living on in the executor's work item.
-            batch, raw = handover.pop()
-            if raw is not None:
-                # Against the table as the previous batch leaves it.
-                turn.wait_previous_settled()
-                fitted = set_aside_conflicts(sink.table_schema(), batch, raw, spec)
-                charge_conflicts(budget, batch, fitted)
-                batch = fitted
-                del raw
-            written = sink.write(batch, replay=replay, turn=turn)
-            tally.add(batch, written)
-        finally:
-            turn.end()
-        pa.default_memory_pool().release_unused()  # keep RSS flat across batches
-        return batch, written
+    def fitter(raw: RawBatch) -> Callable[[Batch], Batch]:
+        """Sets aside the batch's schema conflicts, against the table as the previous batch
+        leaves it (the sink's writer calls it once that is known)."""
+
+        def fit(batch: Batch) -> Batch:
+            fitted = set_aside_conflicts(sink.table_schema(), batch, raw, spec)
+            charge_conflicts(budget, batch, fitted)
+            return fitted
+
+        return fit
 
     def committed(done: tuple[Batch, WriteResult]) -> None:
         if not replay:
@@ -324,31 +314,29 @@ def _load(
             on_progress(Progress(tally.rows, tally.offsets_done, plan.total_lag))
 
     # Reading and decoding the next batch (this thread) overlap the sink transactions of the
-    # batches handed over before, up to ``sink.max_in_flight`` of them (PostgreSQL: 2, each on
-    # its own connection; otherwise 1). Batches still commit strictly in order (``WriteTurn``),
-    # and their results are taken in order, so a failure stops the run with nothing skipped.
-    # When reading or decoding fails, the batches in flight are waited for first: a failure
-    # of theirs happened earlier and is the one reported.
+    # batches submitted before, up to ``writer.depth`` of them (PostgreSQL: 2, each on its own
+    # connection; otherwise 1). The sink's writer commits them strictly in order, and their
+    # results are taken in order, so a failure stops the run with nothing skipped. When
+    # reading or decoding fails, the batches in flight are waited for first: a failure of
+    # theirs happened earlier and is the one reported.
     #
     # An interrupt (Ctrl-C, or the CLI's SIGTERM) reaches this thread only; the writes in flight
-    # run on, each to its commit or its rollback, and the executor waits for them (one batch's
-    # write at most) before ``RunInterrupted`` reports exactly what committed.
-    depth = max(sink.max_in_flight, 1)
+    # run on, each to its commit or its rollback, and the writer waits for them (one batch's
+    # write at most) before ``RunInterrupted`` reports exactly what committed. The tally is
+    # added to on the writer's threads, right after each commit, for that reason.
     try:
-        with (
-            bulk_allocation(),
-            ThreadPoolExecutor(max_workers=depth, thread_name_prefix="kafka-etl-writer") as writer,
-        ):
+        with bulk_allocation(), sink.writes() as writer:
             in_flight: deque[Future[tuple[Batch, WriteResult]]] = deque()
-            turn: WriteTurn | None = None
             try:
                 for raw in reader:
-                    prepared = prepare(raw)
+                    batch, conflicts = prepare(raw)
                     del raw  # not kept alive while the next batch is read
-                    _drain(in_flight, committed, keep=depth - 1)
-                    turn = WriteTurn(turn)
-                    in_flight.append(writer.submit(write, [prepared], turn))
-                    del prepared
+                    _drain(in_flight, committed, keep=writer.depth - 1)
+                    fit = fitter(conflicts) if conflicts is not None else None
+                    in_flight.append(
+                        writer.submit(batch, replay=replay, fit=fit, written=tally.add)
+                    )
+                    del batch, conflicts, fit
             finally:
                 _drain(in_flight, committed)
     except KeyboardInterrupt as exc:
@@ -407,8 +395,8 @@ def _drain(
 ) -> None:
     """Take the results of the writes in flight, in order, until ``keep`` are left. On a
     failure every write in flight is waited for and the first failure is raised. (A later
-    write fails too where it shares a partition with the failed one, see ``WriteTurn``; where
-    it does not, it may have committed, which is as correct, and counted in the tally.)"""
+    write fails too where it shares a partition with the failed one, see ``sinks.inflight``;
+    where it does not, it may have committed, which is as correct, and counted in the tally.)"""
     while len(in_flight) > keep:
         try:
             done = in_flight.popleft().result()

@@ -9,15 +9,17 @@ compare-and-set: if another writer moved the checkpoint, nothing is committed an
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import TYPE_CHECKING, Literal, Protocol, Self
 
 import pyarrow as pa
 
 from connector.batch import Batch, OffsetRange
+
+if TYPE_CHECKING:
+    from sinks.inflight import InFlight
 
 CHECKPOINT_TABLE = "_kafka_etl_checkpoints"
 SCHEMA_HISTORY_TABLE = "_kafka_etl_schema_history"
@@ -70,6 +72,20 @@ class SchemaChange:
     applied_at: datetime
 
 
+class TableAppeared(Exception):
+    """Another writer created the table this write was about to create: the write rolled
+    back and is planned once more against the table that exists."""
+
+
+def checkpoint_conflict_message(spec: TableSpec, r: OffsetRange, current: object) -> str:
+    """Why a batch was refused: its partition's checkpoint is not where the batch starts."""
+    return (
+        f"pipeline {spec.pipeline!r}: {spec.topic}/{r.partition} checkpoint moved to {current}"
+        f" while this run was loading from {r.first} (another run of the same pipeline?);"
+        " nothing from this batch was committed"
+    )
+
+
 def describe_ranges(ranges: dict[int, OffsetRange]) -> str:
     return ", ".join(str(r) for _, r in sorted(ranges.items()))
 
@@ -103,50 +119,10 @@ class ClosesOnExit:
         self.close()
 
 
-class WriteTurn:
-    """The place of one write among the writes a runner has in flight at once.
-
-    A sink that lets writes overlap (``Sink.max_in_flight`` > 1) still commits them in the
-    order they were handed over. A write plans its columns only once the previous write has
-    settled the table's definition (it changes nothing, or it ended), and moves its checkpoint
-    only once the previous write ended: its compare-and-set then sees the offsets the previous
-    write committed, or, if that one rolled back, finds the checkpoint of every partition they
-    share where it was and fails too (partitions they do not share may commit: checkpoints are
-    per partition). The runner calls ``end`` when a write returns or raises.
-    """
-
-    __slots__ = ("_ended", "_previous_ended", "_previous_settled", "_settled")
-
-    def __init__(self, previous: WriteTurn | None = None) -> None:
-        self._settled, self._ended = threading.Event(), threading.Event()
-        self._previous_settled = previous._settled if previous is not None else None
-        self._previous_ended = previous._ended if previous is not None else None
-
-    def wait_previous_settled(self) -> None:
-        """Until the previous write is known to leave the table's columns alone, or ended."""
-        if self._previous_settled is not None:
-            self._previous_settled.wait()
-
-    def wait_previous_ended(self) -> None:
-        """Until the previous write committed or rolled back."""
-        if self._previous_ended is not None:
-            self._previous_ended.wait()
-
-    def settled(self) -> None:
-        """This write leaves the table's definition as it is."""
-        self._settled.set()
-
-    def end(self) -> None:
-        self._settled.set()
-        self._ended.set()
-
-
-class Sink(Protocol):
-    """A target database, bound to one pipeline's table."""
+class SinkInspection(Protocol):
+    """What a sink tells about its table and bookkeeping; it writes nothing."""
 
     spec: TableSpec
-    #: How many ``write`` calls the runner may have in flight at once (each given a ``WriteTurn``).
-    max_in_flight: int
 
     def read_checkpoints(self, *, for_reset: bool = False) -> dict[int, int]:
         """``partition -> next offset`` committed for this pipeline, topic and table.
@@ -158,12 +134,31 @@ class Sink(Protocol):
         ``for_reset``, without that refusal."""
         ...
 
-    def write(
-        self, batch: Batch, *, replay: bool = False, turn: WriteTurn | None = None
-    ) -> WriteResult:
-        """Commit the rows and advance the checkpoint in one transaction (compare-and-set).
+    def table_schema(self) -> pa.Schema | None:
+        """The target table's columns as Arrow types, or None if it does not exist yet."""
+        ...
 
-        With ``turn``, writes in flight at once commit in the order of their turns.
+    def row_count(self) -> int:
+        """Rows in the target table (0 if it does not exist)."""
+        ...
+
+    def schema_history(self) -> list[SchemaChange]:
+        """Every column change applied to the target table by this pipeline, oldest first."""
+        ...
+
+    def read_dead_letters(self, limit: int | None = None) -> pa.Table:
+        """The dead-letter rows (``connector.dead_letters.DLQ_SCHEMA`` plus ``first_seen``) in
+        partition and offset order, at most ``limit``; empty if there is no dead-letter table."""
+        ...
+
+
+class SinkWriter(Protocol):
+    """What changes a sink's table and checkpoints: each call is one database transaction."""
+
+    spec: TableSpec
+
+    def write(self, batch: Batch, *, replay: bool = False) -> WriteResult:
+        """Commit the rows and advance the checkpoint in one transaction (compare-and-set).
 
         With ``replay=True`` the batch re-covers offsets loaded before: the checkpoint is left
         alone; append tables first delete the rows of ``batch.ranges`` in the same transaction,
@@ -175,9 +170,10 @@ class Sink(Protocol):
         """
         ...
 
-    def read_dead_letters(self, limit: int | None = None) -> pa.Table:
-        """The dead-letter rows (``connector.dead_letters.DLQ_SCHEMA`` plus ``first_seen``) in
-        partition and offset order, at most ``limit``; empty if there is no dead-letter table."""
+    def writes(self) -> InFlight:
+        """A writer for a run: batches submitted to it are written as many at once as the
+        database takes (``Capabilities.max_in_flight``) and commit in the order submitted.
+        The writer alone owns that order; close it (``with``) to wait for every write."""
         ...
 
     def resolve_dead_letters(self, batch: Batch) -> int:
@@ -197,17 +193,9 @@ class Sink(Protocol):
         longer exist), so the next run creates the table again and loads from ``offsets``."""
         ...
 
-    def table_schema(self) -> pa.Schema | None:
-        """The target table's columns as Arrow types, or None if it does not exist yet."""
-        ...
 
-    def row_count(self) -> int:
-        """Rows in the target table (0 if it does not exist)."""
-        ...
-
-    def schema_history(self) -> list[SchemaChange]:
-        """Every column change applied to the target table by this pipeline, oldest first."""
-        ...
+class Sink(SinkWriter, SinkInspection, Protocol):
+    """A target database, bound to one pipeline's table: its writer and its inspection."""
 
     def close(self) -> None: ...
 

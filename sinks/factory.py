@@ -9,8 +9,7 @@ from sqlalchemy.exc import ArgumentError
 
 from kafka_etl.errors import ConfigError, redact
 from sinks.base import Sink, TableSpec
-
-_FILE_BACKENDS = {"duckdb", "sqlite"}
+from sinks.capabilities import capabilities
 
 
 def resolve_target(target: str, base_dir: Path | None) -> URL:
@@ -20,10 +19,9 @@ def resolve_target(target: str, base_dir: Path | None) -> URL:
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         msg = f"target {redact(target)!r} is not a database URL (e.g. duckdb:///warehouse.duckdb)"
         raise ConfigError(msg) from None
-    backend = url.get_backend_name()
     database = url.database
     if (
-        backend in _FILE_BACKENDS
+        capabilities(url.get_backend_name()).file_database
         and base_dir is not None
         and database
         and database != ":memory:"
@@ -45,7 +43,7 @@ def open_sink(
 ) -> Sink:
     """Connect to the target and bind the sink to one pipeline's table."""
     url = resolve_target(target, base_dir)
-    if url.get_backend_name() == "duckdb":
+    if capabilities(url.get_backend_name()).sink == "duckdb":
         from sinks.duckdb.sink import DuckDBSink
 
         return DuckDBSink(

@@ -16,7 +16,7 @@ from typing import Any
 
 from connector.batch import OffsetRange
 from kafka_etl.errors import CheckpointConflictError
-from sinks.base import CHECKPOINT_TABLE, TableSpec
+from sinks.base import CHECKPOINT_TABLE, TableSpec, checkpoint_conflict_message
 from sinks.duckdb.sql import quote, rollback_quietly
 
 _CHECKPOINTS = quote(CHECKPOINT_TABLE)
@@ -112,7 +112,8 @@ class Checkpoints:
                 [*self._mine, r.partition],
             ).fetchall()
             if current:
-                raise CheckpointConflictError(self._conflict_message(r, int(current[0][0])))
+                msg = checkpoint_conflict_message(self.spec, r, int(current[0][0]))
+                raise CheckpointConflictError(msg)
             con.execute(
                 f"INSERT INTO {_CHECKPOINTS} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, now())",
                 [*self._mine, r.partition, r.next],
@@ -125,11 +126,4 @@ class Checkpoints:
             " ON CONFLICT DO UPDATE SET next_offset = excluded.next_offset,"
             " updated_at = excluded.updated_at",
             [*self._mine, partition, offset],
-        )
-
-    def _conflict_message(self, r: OffsetRange, current: int) -> str:
-        return (
-            f"pipeline {self.spec.pipeline!r}: {self.spec.topic}/{r.partition} checkpoint moved"
-            f" to {current} while this run was loading from {r.first} (another run of the same"
-            " pipeline?); nothing from this batch was committed"
         )

@@ -31,17 +31,21 @@ from kafka_etl.errors import (
 from sinks.base import (
     ClosesOnExit,
     SchemaChange,
+    TableAppeared,
     TableSpec,
     WriteResult,
-    WriteTurn,
     describe_ranges,
     dropped_table_message,
 )
+from sinks.capabilities import DUCKDB
 from sinks.changes import Changes, reduce_batch
 from sinks.duckdb import history
 from sinks.duckdb.checkpoints import Checkpoints
+from sinks.duckdb.core import CoreConnection
 from sinks.duckdb.dlq import DeadLetters
 from sinks.duckdb.sql import column_list, qualified, quote, registered, rollback_quietly
+from sinks.history import Entry, SchemaHistory, history_table
+from sinks.inflight import InFlight
 from sinks.schema import SchemaPlan, plan_schema
 
 log = logging.getLogger(__name__)
@@ -131,7 +135,7 @@ def _holder(found: re.Match[str]) -> str:
 class DuckDBSink(ClosesOnExit):
     """Rows and checkpoints of one pipeline in one DuckDB file."""
 
-    max_in_flight = 1
+    max_in_flight = DUCKDB.max_in_flight
 
     def __init__(
         self,
@@ -147,6 +151,8 @@ class DuckDBSink(ClosesOnExit):
         self._where = f"duckdb {path}"
         self._con = connect(path, lock_timeout=lock_timeout, settings=settings)
         self._checkpoints = Checkpoints(self._con, spec)
+        self._core = CoreConnection(self._con)
+        self._history = SchemaHistory(history_table(None), spec)
         try:
             with _CREATING:
                 self._checkpoints.ensure()
@@ -166,7 +172,7 @@ class DuckDBSink(ClosesOnExit):
             if checkpoints and self._schema is None:
                 self._schema = self._read_schema()
             dropped = bool(checkpoints) and self._schema is None
-            dropped = dropped and history.created(self._con, self.spec)
+            dropped = dropped and self._history.created(self._core)
         except Exception as exc:
             raise classify(exc, self._where) from exc
         if dropped and not for_reset:
@@ -182,7 +188,7 @@ class DuckDBSink(ClosesOnExit):
         return int(self._con.execute(f"SELECT count(*) FROM {self._name}").fetchall()[0][0])
 
     def schema_history(self) -> list[SchemaChange]:
-        return history.read(self._con, self.spec)
+        return self._history.read(self._core)
 
     def _read_schema(self) -> pa.Schema | None:
         exists = self._con.execute(
@@ -198,12 +204,12 @@ class DuckDBSink(ClosesOnExit):
         return schema
 
     # -- writing ---------------------------------------------------------------------------
-    def write(
-        self, batch: Batch, *, replay: bool = False, turn: WriteTurn | None = None
-    ) -> WriteResult:
-        if turn is not None:  # one connection: writes never overlap
-            turn.wait_previous_ended()
+    def write(self, batch: Batch, *, replay: bool = False) -> WriteResult:
         return self._write(batch, replay=replay)
+
+    def writes(self) -> InFlight:
+        # One connection: writes never overlap, so the turn has nothing to wait for.
+        return InFlight(lambda batch, replay, _turn: self._write(batch, replay=replay), 1)
 
     def resolve_dead_letters(self, batch: Batch) -> int:
         if batch.ranges:
@@ -217,6 +223,12 @@ class DuckDBSink(ClosesOnExit):
         return self._dlq.read(limit)
 
     def _write(self, batch: Batch, *, replay: bool, resolve: bool = False) -> WriteResult:
+        try:
+            return self._write_once(batch, replay=replay, resolve=resolve)
+        except TableAppeared:  # rolled back; now plan against the table that exists
+            return self._write_once(batch, replay=replay, resolve=resolve)
+
+    def _write_once(self, batch: Batch, *, replay: bool, resolve: bool) -> WriteResult:
         plan = plan_schema(
             self._schema,
             batch.rows,
@@ -259,6 +271,8 @@ class DuckDBSink(ClosesOnExit):
                 self._schema = self._read_schema()
             except duckdb.Error:
                 self._schema = None
+            if isinstance(exc, TableAppeared):
+                raise
             if isinstance(exc, Exception):
                 raise classify(exc, self._where, work="this batch") from exc
             raise
@@ -328,6 +342,8 @@ class DuckDBSink(ClosesOnExit):
         if self._schema is None:
             if self.spec.mode == "upsert" and rows.num_rows == 0:
                 return False  # the key columns are known with the first row
+            if self._read_schema() is not None:
+                raise TableAppeared  # another sink of this process created it meanwhile
             if self.spec.db_schema:
                 con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.spec.db_schema)}")
             with registered(con, _BATCH_VIEW, rows.schema.empty_table()):
@@ -336,9 +352,9 @@ class DuckDBSink(ClosesOnExit):
                 )
             self._create_index()
             entries = [(f.name, "created", None, str(f.type)) for f in rows.schema]
-            history.record(con, self.spec, entries, first_offsets)
+            self._history.record(self._core, entries, first_offsets)
             return True
-        changes: list[history.Entry] = []
+        changes: list[Entry] = []
         for field in plan.new_fields:
             type_name = self._type_name(field)
             con.execute(f"ALTER TABLE {self._name} ADD COLUMN {quote(field.name)} {type_name}")
@@ -353,7 +369,7 @@ class DuckDBSink(ClosesOnExit):
                 )
                 changes.append((w.name, "widened", str(w.old), str(w.new)))
             self._create_index()
-        history.record(con, self.spec, changes, first_offsets)
+        self._history.record(self._core, changes, first_offsets)
         return False
 
     def _type_name(self, field: pa.Field) -> str:
@@ -388,7 +404,7 @@ class DuckDBSink(ClosesOnExit):
         try:
             con.begin()
             if self._schema is None:
-                history.forget(con, self.spec)  # a dropped table's columns are gone with it
+                self._history.forget(self._core)  # a dropped table's columns are gone with it
             for partition, offset in sorted(offsets.items()):
                 if self._schema is not None and self.spec.mode == "append":
                     deleted += int(

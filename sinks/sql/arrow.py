@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from sinks.capabilities import Capabilities
 from sinks.duckdb.sql import registered
 from sinks.sql.types import stored_as_json
 
@@ -79,16 +80,16 @@ def utc_wall_time(rows: pa.Table) -> pa.Table:
     return rows
 
 
-def driver_values(rows: pa.Table, dialect_name: str) -> pa.Table:
+def driver_values(rows: pa.Table, caps: Capabilities) -> pa.Table:
     """Columns as the DB-API driver binds them without SQLAlchemy's type processing.
 
     psycopg takes zoned datetimes; PyMySQL takes UTC wall time; sqlite3 gets the exact text
     SQLAlchemy's SQLite types store (fixed-width, so stored timestamps compare as text).
     """
-    if dialect_name == "postgresql":
+    if caps.driver_values == "as_is":
         return rows
     rows = utc_wall_time(rows)
-    if dialect_name != "sqlite":
+    if caps.driver_values != "sqlite_text":
         return rows
     for i, field in enumerate(rows.schema):
         t = field.type

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import ExecutableDDLElement
@@ -28,9 +28,9 @@ from sqlalchemy.sql.compiler import DDLCompiler
 
 from connector.batch import OffsetRange
 from kafka_etl.errors import CheckpointConflictError
-from sinks.base import CHECKPOINT_TABLE, TableSpec
+from sinks.base import CHECKPOINT_TABLE, TableSpec, checkpoint_conflict_message
+from sinks.capabilities import capabilities
 from sinks.sql import tables
-from sinks.sql.types import is_mysql
 
 # What rows written before checkpoints named their table hold until their pipeline claims them.
 UNCLAIMED = ""
@@ -63,12 +63,12 @@ class Checkpoints:
         The added column holds ``''`` for the rows of other pipelines, which each claims on
         its own first open (by then its rows are still those of its current table).
         """
-        spec, dialect = self.spec, conn.dialect
+        spec = self.spec
         self.table.create(conn, checkfirst=True)
         inspector = sa.inspect(conn)
         columns = {c["name"] for c in inspector.get_columns(CHECKPOINT_TABLE, spec.db_schema)}
         if "table_name" not in columns:
-            if dialect.name == "postgresql" or is_mysql(dialect):
+            if capabilities(conn.dialect).primary_key_change != "rebuild":
                 pk = inspector.get_pk_constraint(CHECKPOINT_TABLE, spec.db_schema).get("name")
                 conn.execute(_AddTableToKey(self.table, pk))
             else:
@@ -128,12 +128,7 @@ class Checkpoints:
                 .where(self._mine, c.partition == r.partition)
                 .with_for_update()
             ).scalar()
-            msg = (
-                f"pipeline {self.spec.pipeline!r}: {self.spec.topic}/{r.partition} checkpoint"
-                f" moved to {current} while this run was loading from {r.first} (another run"
-                " of the same pipeline?); nothing from this batch was committed"
-            )
-            raise CheckpointConflictError(msg)
+            raise CheckpointConflictError(checkpoint_conflict_message(self.spec, r, current))
 
     def set(self, conn: Connection, partition: int, offset: int) -> None:
         """Move a checkpoint unconditionally (reset)."""
@@ -162,12 +157,10 @@ class Checkpoints:
     ) -> bool:
         """Insert a first checkpoint row; False if one exists (or a concurrent writer won)."""
         row = self._row(partition, offset, now)
-        name = conn.dialect.name
-        if name == "postgresql":
+        how = capabilities(conn.dialect).insert_if_absent
+        if how == "on_conflict_do_nothing":
             stmt: sa.Executable = postgresql.insert(self.table).values(row).on_conflict_do_nothing()
-        elif name == "sqlite":
-            stmt = sqlite.insert(self.table).values(row).on_conflict_do_nothing()
-        elif name in ("mysql", "mariadb"):
+        elif how == "insert_ignore":
             stmt = mysql.insert(self.table).values(row).prefix_with("IGNORE")
         else:
             # No portable "insert unless present": let the primary key refuse it in a savepoint.
@@ -201,7 +194,7 @@ def _add_table_to_key(element: _AddTableToKey, compiler: DDLCompiler, **kw: Any)
     sa.Table(element.table.name, sa.MetaData(), column, schema=element.table.schema)
     spec = compiler.get_column_specification(column)
     key = ", ".join(preparer.quote(n) for n in tables.CHECKPOINT_KEY)
-    if is_mysql(compiler.dialect):
+    if capabilities(compiler.dialect).primary_key_change == "drop_primary_key":
         drop = "DROP PRIMARY KEY"
         spec += f" AFTER {preparer.quote('topic')}"
     else:

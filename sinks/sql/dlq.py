@@ -22,7 +22,7 @@ from sinks.base import TableSpec
 from sinks.dead_letter_table import FIRST_SEEN, dlq_table_name, resolved_offsets
 from sinks.sql.load import Loader
 from sinks.sql.tables import check_name, creating
-from sinks.sql.types import column_type, exact_collation, is_mysql
+from sinks.sql.types import bounded_text, column_type, exact_collation
 
 _KAFKA_TOPIC_CHARS = 249
 _SCHEMA = DLQ_SCHEMA.append(FIRST_SEEN)
@@ -37,7 +37,7 @@ def dlq_table(spec: TableSpec, dialect: Dialect) -> sa.Table:
     columns = []
     for field in _SCHEMA:
         sql: Any = column_type(field.type, dialect)
-        if field.name == "_topic" and is_mysql(dialect):
+        if field.name == "_topic" and bounded_text(dialect):
             sql = sa.String(_KAFKA_TOPIC_CHARS, collation=exact_collation(dialect))
         columns.append(sa.Column(field.name, sql, nullable=field.nullable, autoincrement=False))
     return sa.Table(

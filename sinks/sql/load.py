@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
 from connector.batch import OffsetRange
+from sinks.capabilities import capabilities
 from sinks.sql import pgcopy, statements
 from sinks.sql.arrow import (
     csv_for_copy,
@@ -54,12 +55,13 @@ class Loader:
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
+        self.caps = capabilities(dialect)
         self._limit = int(dialect.insertmanyvalues_max_parameters)
 
     def insert(
         self, conn: Connection, table: sa.Table, rows: pa.Table, json_columns: Collection[str]
     ) -> int:
-        binds = statements.value_binds(table, rows.column_names, json_columns, self.dialect.name)
+        binds = statements.value_binds(table, rows.column_names, json_columns, self.caps)
         self._execute_many(conn, statements.insert_values(table, binds), rows)
         return rows.num_rows
 
@@ -71,8 +73,8 @@ class Loader:
         key: tuple[str, ...],
         json_columns: Collection[str],
     ) -> int:
-        binds = statements.value_binds(table, rows.column_names, json_columns, self.dialect.name)
-        statement = statements.upsert_values(table, binds, key, self.dialect.name)
+        binds = statements.value_binds(table, rows.column_names, json_columns, self.caps)
+        statement = statements.upsert_values(table, binds, key, self.caps)
         self._execute_many(conn, statement, rows)
         return rows.num_rows
 
@@ -98,7 +100,7 @@ class Loader:
         if rows.num_rows == 0:
             return 0
         compiled = statement.compile(dialect=conn.dialect)
-        values = driver_values(rows, conn.dialect.name)
+        values = driver_values(rows, self.caps)
         order: list[str] | None = getattr(compiled, "positiontup", None)
         step = max(1, min(_MAX_CHUNK_ROWS, self._limit // max(rows.num_columns, 1)))
         affected = 0

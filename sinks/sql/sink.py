@@ -40,26 +40,23 @@ from kafka_etl.extras import extra_for, missing_extra_message
 from sinks.base import (
     ClosesOnExit,
     SchemaChange,
+    TableAppeared,
     TableSpec,
     WriteResult,
-    WriteTurn,
     describe_ranges,
     dropped_table_message,
 )
+from sinks.capabilities import capabilities
 from sinks.changes import Changes, reduce_batch
+from sinks.history import Entry, SchemaHistory, history_table
+from sinks.inflight import InFlight, WriteTurn
 from sinks.schema import SchemaPlan, plan_schema
 from sinks.sql import tables
 from sinks.sql.arrow import JsonText
 from sinks.sql.checkpoints import Checkpoints
 from sinks.sql.dlq import DeadLetters, delete_offsets
-from sinks.sql.history import Entry, SchemaHistory, history_table
 from sinks.sql.load import CopyLoader, Loader
-from sinks.sql.statements import supports_upsert
 from sinks.sql.types import JSON_TYPE
-
-
-class _TableAppeared(Exception):
-    """Another writer created the table this write was about to create."""
 
 
 class SqlSink(ClosesOnExit):
@@ -86,21 +83,20 @@ class SqlSink(ClosesOnExit):
             # The dialect learns the server (MariaDB or MySQL, name limits) on first connect.
             self._engine.connect().close()
             dialect = self._engine.dialect
+            caps = capabilities(dialect)
             tables.check_spec(spec, dialect)
-            if spec.mode == "upsert" and not supports_upsert(dialect.name):
-                msg = (
-                    f"pipeline {spec.pipeline!r}: mode 'upsert' is not supported on {dialect.name}"
-                )
+            if spec.mode == "upsert" and caps.upsert is None:
+                msg = f"pipeline {spec.pipeline!r}: mode 'upsert' is not supported on {caps.name}"
                 raise ConfigError(msg)
-            copy = fast_path and dialect.name == "postgresql" and dialect.driver == "psycopg"
+            copy = fast_path and caps.copy
             self._loader = CopyLoader(dialect) if copy else Loader(dialect)
-            self._transactional_ddl = dialect.name in ("postgresql", "sqlite")
-            # PostgreSQL runs two append batches at once, on two connections: while one
+            self._transactional_ddl = caps.transactional_ddl
+            # E.g. PostgreSQL runs two append batches at once, on two connections: while one
             # server process works through batch N, another takes batch N+1 (see _overlaps).
-            self.max_in_flight = 2 if dialect.name == "postgresql" else 1
+            self.max_in_flight = caps.max_in_flight
             self._dlq = DeadLetters(spec, dialect)
             self._checkpoints = Checkpoints(tables.checkpoint_table(spec, dialect), spec)
-            self._history = SchemaHistory(history_table(spec, dialect), spec)
+            self._history = SchemaHistory(history_table(spec.db_schema, dialect), spec)
             with self._engine.begin() as conn, tables.creating(conn, "bookkeeping tables"):
                 tables.ensure_schema(conn, spec)
                 self._checkpoints.ensure(conn)
@@ -171,9 +167,13 @@ class SqlSink(ClosesOnExit):
         return table, tables.arrow_schema(conn, table)
 
     # -- writing ---------------------------------------------------------------------------
-    def write(
-        self, batch: Batch, *, replay: bool = False, turn: WriteTurn | None = None
-    ) -> WriteResult:
+    def write(self, batch: Batch, *, replay: bool = False) -> WriteResult:
+        return self._write_in_turn(batch, replay, None)
+
+    def writes(self) -> InFlight:
+        return InFlight(self._write_in_turn, self.max_in_flight)
+
+    def _write_in_turn(self, batch: Batch, replay: bool, turn: WriteTurn | None) -> WriteResult:
         try:
             return self._write_once_more_if_created(batch, replay, turn=turn)
         except BaseException as exc:
@@ -208,7 +208,7 @@ class SqlSink(ClosesOnExit):
     ) -> WriteResult:
         try:
             return self._write(batch, replay, resolve, turn)
-        except _TableAppeared:  # rolled back; now plan against the table that exists
+        except TableAppeared:  # rolled back; now plan against the table that exists
             self._table, self._schema = self._reflect()
             return self._write(batch, replay, resolve, turn)
 
@@ -321,7 +321,7 @@ class SqlSink(ClosesOnExit):
             table = tables.target_table(rows.schema, self.spec, dialect)
             with tables.creating(conn, self.spec.display_name):
                 if tables.reflect(conn, self.spec) is not None:
-                    raise _TableAppeared  # another writer created it meanwhile
+                    raise TableAppeared  # another writer created it meanwhile
                 table.create(conn)
             # The definition just created is what reflection would return (and reflecting costs
             # a dozen catalog queries on PostgreSQL, on the first batch of every table).
@@ -404,8 +404,8 @@ class SqlSink(ClosesOnExit):
 def make_engine(url: URL, lock_timeout: float = 60.0) -> Engine:
     """An engine whose errors never show bound values, with SQLite in real transactions."""
     options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
-    backend = url.get_backend_name()
-    if backend == "sqlite":
+    caps = capabilities(url.get_backend_name())
+    if caps.begin_immediate:
         options["connect_args"] = {"timeout": lock_timeout}
     where = redact(url.render_as_string(hide_password=False))
     try:
@@ -425,17 +425,17 @@ def make_engine(url: URL, lock_timeout: float = 60.0) -> Engine:
             " is not installed"
         )
         raise ConfigError(msg) from None
-    if backend == "sqlite":
+    if caps.begin_immediate:
         # pysqlite would not BEGIN before DDL (no transactional ALTER TABLE) and would take the
         # write lock only at the first write; BEGIN IMMEDIATE takes it at the start.
-        event.listen(engine, "connect", _sqlite_manual_transactions)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "connect", _manual_transactions)
+        event.listen(engine, "begin", _begin_immediate)
     return engine
 
 
-def _sqlite_manual_transactions(dbapi_connection: Any, _record: Any) -> None:
+def _manual_transactions(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
 
 
-def _sqlite_begin_immediate(conn: Connection) -> None:
+def _begin_immediate(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")

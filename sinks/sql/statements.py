@@ -20,8 +20,10 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.sql.elements import ColumnElement
+
+from sinks.capabilities import Capabilities
 
 ORDER_COLUMNS = ("_topic", "_partition", "_offset", "_timestamp")
 # MySQL assignment order for the guard columns (see the module docstring).
@@ -42,7 +44,7 @@ def newer(
 
 
 def value_binds(
-    table: sa.Table, names: Sequence[str], json_columns: Collection[str], dialect_name: str
+    table: sa.Table, names: Sequence[str], json_columns: Collection[str], caps: Capabilities
 ) -> dict[str, ColumnElement[Any]]:
     """``column -> bound parameter``; JSON arrives as text (cast to JSONB on PostgreSQL)."""
     binds: dict[str, ColumnElement[Any]] = {}
@@ -50,7 +52,7 @@ def value_binds(
         column = table.c[name]
         if name in json_columns:
             text = sa.bindparam(f"p{i}", type_=sa.Text())
-            binds[name] = sa.cast(text, column.type) if dialect_name == "postgresql" else text
+            binds[name] = sa.cast(text, column.type) if caps.jsonb else text
         else:
             binds[name] = sa.bindparam(f"p{i}", type_=column.type)
     return binds
@@ -64,12 +66,12 @@ def upsert_values(
     table: sa.Table,
     binds: Mapping[str, ColumnElement[Any]],
     key: tuple[str, ...],
-    dialect_name: str,
+    caps: Capabilities,
 ) -> sa.Insert:
     """One guarded upsert row per parameter set (for executemany)."""
-    if dialect_name in ("mysql", "mariadb"):
+    if caps.upsert == "on_duplicate_key":
         return _mysql_upsert(table, binds, key)
-    insert = _on_conflict_insert(dialect_name, table).values(binds)
+    insert = _on_conflict_insert(caps, table).values(binds)
     return _on_conflict_update(insert, table, list(binds), key)
 
 
@@ -83,13 +85,13 @@ def upsert_select(
     return _on_conflict_update(insert, table, names, key)
 
 
-def _on_conflict_insert(dialect_name: str, table: sa.Table) -> Any:
-    if dialect_name == "postgresql":
-        return postgresql.insert(table)
-    if dialect_name == "sqlite":
-        return sqlite.insert(table)
-    msg = f"upsert is not implemented for {dialect_name} targets"
-    raise NotImplementedError(msg)
+def _on_conflict_insert(caps: Capabilities, table: sa.Table) -> Any:
+    """SQLAlchemy's PostgreSQL ``INSERT ... ON CONFLICT`` construct compiles for every dialect
+    with that clause (SQLite's, DuckDB's): the statement is compiled for the connection's."""
+    if caps.upsert != "on_conflict":
+        msg = f"upsert is not implemented for {caps.name} targets"
+        raise NotImplementedError(msg)
+    return postgresql.insert(table)
 
 
 def _on_conflict_update(
@@ -153,7 +155,3 @@ def delete_ranges(table: sa.Table, topic: str) -> sa.Delete:
         c._offset >= sa.bindparam("lo"),
         c._offset < sa.bindparam("hi"),
     )
-
-
-def supports_upsert(dialect_name: str) -> bool:
-    return dialect_name in ("postgresql", "sqlite", "mysql", "mariadb")

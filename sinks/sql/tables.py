@@ -35,7 +35,8 @@ from sqlalchemy.types import TypeEngine
 
 from kafka_etl.errors import ConfigError, SchemaConflictError, SinkUnavailableError
 from sinks.base import CHECKPOINT_TABLE, TableSpec
-from sinks.sql.types import arrow_type, column_type, exact_collation, is_mysql, key_text_length
+from sinks.capabilities import capabilities
+from sinks.sql.types import arrow_type, bounded_text, column_type, exact_collation, key_text_length
 
 IDENTITY = ("_topic", "_partition", "_offset")
 # The primary key of append tables: the same columns, the offset first. PostgreSQL's B-tree then
@@ -79,14 +80,15 @@ class AlterColumnType(ExecutableDDLElement):
 def _alter_column_type(element: AlterColumnType, compiler: DDLCompiler, **kw: Any) -> str:
     preparer = compiler.preparer
     table = preparer.format_table(element.table)
-    if is_mysql(compiler.dialect):
+    how = capabilities(compiler.dialect).alter_column_type
+    if how == "modify_column":
         spec = compiler.get_column_specification(element.column)
         return f"ALTER TABLE {table} MODIFY COLUMN {spec}"
-    if compiler.dialect.name == "postgresql":
+    if how == "alter_type_using":
         name = preparer.format_column(element.column)
         type_sql = compiler.dialect.type_compiler_instance.process(element.column.type)
         return f"ALTER TABLE {table} ALTER COLUMN {name} TYPE {type_sql} USING {name}::{type_sql}"
-    msg = f"{compiler.dialect.name} cannot change a column's type in place"
+    msg = f"{capabilities(compiler.dialect).name} cannot change a column's type in place"
     raise NotImplementedError(msg)
 
 
@@ -110,14 +112,14 @@ def check_name(name: str, dialect: Dialect, what: str) -> str | None:
         return f"{what} name is empty"
     if "\x00" in name:
         return f"{what} name {name!r} contains a NUL character"
-    # SQLAlchemy's MySQL dialect reports 255, but table and column names stop at 64.
-    limit = 64 if is_mysql(dialect) else dialect.max_identifier_length
-    size = len(name.encode()) if dialect.name == "postgresql" else len(name)
-    unit = "bytes" if dialect.name == "postgresql" else "characters"
+    caps = capabilities(dialect)
+    limit = caps.identifier_limit or dialect.max_identifier_length
+    unit = caps.identifier_unit
+    size = len(name.encode()) if unit == "bytes" else len(name)
     if limit and size > limit:
-        return f"{what} name {name!r} is {size} {unit}; {dialect.name} allows at most {limit}"
-    if is_mysql(dialect) and name != name.rstrip():
-        return f"{what} name {name!r} ends with a space, which {dialect.name} does not allow"
+        return f"{what} name {name!r} is {size} {unit}; {caps.name} allows at most {limit}"
+    if not caps.trailing_space_in_names and name != name.rstrip():
+        return f"{what} name {name!r} ends with a space, which {caps.name} does not allow"
     return None
 
 
@@ -131,8 +133,9 @@ def check_spec(spec: TableSpec, dialect: Dialect) -> None:
         if problem:
             msg = f"pipeline {spec.pipeline!r}: {problem}"
             raise ConfigError(msg)
-    if spec.db_schema is not None and dialect.name == "sqlite":
-        msg = f"pipeline {spec.pipeline!r}: 'schema' is not supported for sqlite targets"
+    caps = capabilities(dialect)
+    if spec.db_schema is not None and not caps.schemas:
+        msg = f"pipeline {spec.pipeline!r}: 'schema' is not supported for {caps.name} targets"
         raise ConfigError(msg)
 
 
@@ -177,7 +180,9 @@ def checkpoint_table_column(dialect: Dialect, server_default: str | None = None)
 
 def _name_type(dialect: Dialect, chars: int) -> Any:
     # MySQL/MariaDB index only bounded strings, compared exactly (the key is case-sensitive).
-    return sa.String(chars, collation=exact_collation(dialect)) if is_mysql(dialect) else sa.Text()
+    return (
+        sa.String(chars, collation=exact_collation(dialect)) if bounded_text(dialect) else sa.Text()
+    )
 
 
 def in_key_order(table: sa.Table, rows: pa.Table) -> pa.Table:
@@ -196,15 +201,15 @@ def target_table(schema: pa.Schema, spec: TableSpec, dialect: Dialect) -> sa.Tab
     columns = []
     for field in schema:
         sql = column_type(field.type, dialect, indexed=field.name in key, key_chars=key_chars)
-        if is_mysql(dialect) and field.name == "_topic":
+        if bounded_text(dialect) and field.name == "_topic":
             sql = sa.String(_KAFKA_TOPIC_CHARS, collation=exact_collation(dialect))
-        elif is_mysql(dialect) and field.name == "_key" and field.name not in key:
+        elif bounded_text(dialect) and field.name == "_key" and field.name not in key:
             # Tombstones match rows by _key: compared exactly, any length, prefix-indexed.
             sql = mysql.LONGTEXT(collation=exact_collation(dialect))
         if sql is None:
             msg = (
                 f"pipeline {spec.pipeline!r}: field {field.name!r} has type {field.type},"
-                f" which kafka-etl cannot store in {dialect.name}"
+                f" which kafka-etl cannot store in {capabilities(dialect).name}"
             )
             raise SchemaConflictError(msg)
         # Never AUTO_INCREMENT/SERIAL: a key is data (MariaDB would replace an id of 0).
@@ -241,7 +246,7 @@ def new_column(table: sa.Table, field: pa.Field, spec: TableSpec, dialect: Diale
     if sql is None:
         msg = (
             f"pipeline {spec.pipeline!r}: field {field.name!r} has type {field.type},"
-            f" which kafka-etl cannot store in {dialect.name}"
+            f" which kafka-etl cannot store in {capabilities(dialect).name}"
         )
         raise SchemaConflictError(msg)
     column = sa.Column(field.name, sql, nullable=True)
@@ -259,10 +264,11 @@ def widen_columns(
     for name, arrow in widened.items():
         sql = column_type(arrow, dialect)
         if sql is None:  # pragma: no cover - widening only produces scalar types
-            msg = f"pipeline {spec.pipeline!r}: cannot widen {name!r} to {arrow} in {dialect.name}"
+            where = capabilities(dialect).name
+            msg = f"pipeline {spec.pipeline!r}: cannot widen {name!r} to {arrow} in {where}"
             raise SchemaConflictError(msg)
         types[name] = sql
-    if dialect.name == "sqlite":
+    if capabilities(dialect).alter_column_type == "rebuild":
         _rebuild(conn, table, types)
         return
     for name, sql in types.items():
@@ -298,7 +304,7 @@ def reflect(conn: Connection, spec: TableSpec) -> sa.Table | None:
     if not sa.inspect(conn).has_table(spec.table, schema=spec.db_schema):
         return None
     table = sa.Table(spec.table, sa.MetaData(), schema=spec.db_schema, autoload_with=conn)
-    if is_mysql(conn.dialect) and any("``" in c.name for c in table.columns):
+    if capabilities(conn.dialect).mysql_reflection and any("``" in c.name for c in table.columns):
         table = _unescape_backticks(table)
     return table
 
@@ -325,8 +331,8 @@ def _unescape_backticks(table: sa.Table) -> sa.Table:
 def arrow_schema(conn: Connection, table: sa.Table, *, reflected: bool = True) -> pa.Schema:
     """The table's columns as Arrow types (``reflected=False``: a definition made here, whose
     JSON columns still have their JSON type, so MariaDB's catalog need not be asked)."""
-    mariadb_json = reflected and is_mysql(conn.dialect)
-    json_columns = _mariadb_json_columns(conn, table) if mariadb_json else set()
+    checked_json = reflected and capabilities(conn.dialect).mysql_reflection
+    json_columns = _json_checked_columns(conn, table) if checked_json else set()
     return pa.schema(
         [
             pa.field(c.name, arrow_type(c.type, conn.dialect, json=c.name in json_columns))
@@ -344,14 +350,14 @@ def has_unique_key(conn: Connection, table: sa.Table, key: tuple[str, ...]) -> b
     indexes = inspector.get_indexes(table.name, schema=table.schema)
     candidates: list[list[str | None]] = [list(u["column_names"]) for u in uniques]
     candidates += [list(i["column_names"]) for i in indexes if i.get("unique")]
-    fix = is_mysql(conn.dialect)  # see _unescape_backticks
+    fix = capabilities(conn.dialect).mysql_reflection  # see _unescape_backticks
     return any(
         {(n or "").replace("``", "`") if fix else n for n in names} == wanted
         for names in candidates
     )
 
 
-def _mariadb_json_columns(conn: Connection, table: sa.Table) -> set[str]:
+def _json_checked_columns(conn: Connection, table: sa.Table) -> set[str]:
     """MariaDB's JSON is LONGTEXT with a column-level ``json_valid`` check: find those."""
     checks = sa.table(
         "CHECK_CONSTRAINTS",
@@ -388,10 +394,11 @@ def creating(conn: Connection, what: str) -> Iterator[None]:
     serialize writers on their own.
     """
     key = f"kafka-etl: create {what}"
-    if conn.dialect.name == "postgresql":
+    lock = capabilities(conn.dialect).creation_lock
+    if lock == "advisory_xact":
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(key))))
         yield
-    elif is_mysql(conn.dialect):
+    elif lock == "named":
         name = f"kafka-etl:{hashlib.sha1(key.encode()).hexdigest()}"  # GET_LOCK: 64 chars
         got = conn.execute(sa.select(sa.func.get_lock(name, _CREATE_LOCK_SECONDS))).scalar()
         if got != 1:

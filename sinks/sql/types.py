@@ -20,6 +20,8 @@ from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeEngine
 
+from sinks.capabilities import capabilities
+
 JSON_TYPE = pa.json_()
 TIMESTAMP_UNIT = "us"
 # InnoDB's limit for one index (DYNAMIC rows), in bytes; utf8mb4 needs up to 4 per character.
@@ -27,15 +29,14 @@ _INNODB_INDEX_BYTES = 3072
 _MAX_KEY_CHARS = 255
 
 
-def is_mysql(dialect: Dialect) -> bool:
-    return dialect.name in ("mysql", "mariadb")
+def bounded_text(dialect: Dialect) -> bool:
+    """The MySQL type family (``Capabilities.bounded_text_types``)."""
+    return capabilities(dialect).bounded_text_types
 
 
 def exact_collation(dialect: Dialect) -> str | None:
     """A case-, accent- and trailing-space-sensitive collation for key columns."""
-    if not is_mysql(dialect):
-        return None
-    return "utf8mb4_nopad_bin" if getattr(dialect, "is_mariadb", False) else "utf8mb4_0900_bin"
+    return capabilities(dialect).exact_collation
 
 
 def stored_as_json(arrow: pa.DataType) -> bool:
@@ -71,17 +72,17 @@ def column_type(
     if _is_text(arrow):
         return _text_type(dialect, indexed=indexed, key_chars=key_chars)
     if t.is_binary(arrow) or t.is_large_binary(arrow) or t.is_fixed_size_binary(arrow):
-        return mysql.LONGBLOB() if is_mysql(dialect) else sa.LargeBinary()
+        return mysql.LONGBLOB() if bounded_text(dialect) else sa.LargeBinary()
     if t.is_timestamp(arrow):
-        if is_mysql(dialect):
+        if bounded_text(dialect):
             return mysql.DATETIME(fsp=6)
         return sa.DateTime(timezone=arrow.tz is not None)
     if t.is_date(arrow):
         return sa.Date()
     if t.is_time(arrow):
-        return mysql.TIME(fsp=6) if is_mysql(dialect) else sa.Time()
+        return mysql.TIME(fsp=6) if bounded_text(dialect) else sa.Time()
     if stored_as_json(arrow):
-        return postgresql.JSONB() if dialect.name == "postgresql" else sa.JSON()
+        return postgresql.JSONB() if capabilities(dialect).jsonb else sa.JSON()
     return None
 
 
@@ -98,7 +99,7 @@ def _integer_type(arrow: pa.DataType) -> TypeEngine[Any]:
 
 
 def _text_type(dialect: Dialect, *, indexed: bool, key_chars: int) -> TypeEngine[Any]:
-    if not is_mysql(dialect):
+    if not bounded_text(dialect):
         return sa.Text()
     if indexed:
         return mysql.VARCHAR(key_chars, collation=exact_collation(dialect))
@@ -121,13 +122,13 @@ def arrow_type(sql: TypeEngine[Any], dialect: Dialect, *, json: bool = False) ->
         return pa.int32()
     if isinstance(sql, sa.Float):
         single = isinstance(sql, sa.REAL | mysql.FLOAT) or (sql.precision or 53) <= 24
-        return pa.float32() if single and dialect.name != "sqlite" else pa.float64()
+        return pa.float32() if single and capabilities(dialect).float32 else pa.float64()
     if isinstance(sql, sa.Numeric):
         if sql.precision is None:
             return pa.float64()
         return pa.decimal128(sql.precision, sql.scale or 0)
     if isinstance(sql, sa.DateTime):
-        aware = bool(getattr(sql, "timezone", False)) or dialect.name != "postgresql"
+        aware = bool(getattr(sql, "timezone", False)) or not capabilities(dialect).naive_timestamps
         # Only PostgreSQL keeps the difference; elsewhere kafka-etl stores UTC wall time.
         return pa.timestamp(TIMESTAMP_UNIT, tz="UTC" if aware else None)
     if isinstance(sql, sa.Date):

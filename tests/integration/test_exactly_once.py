@@ -15,7 +15,6 @@ from confluent_kafka.admin import AdminClient, NewPartitions
 
 from kafka_etl.errors import DataLossError, RecordError
 from pipelines.runner import run_pipeline
-from tests.fixtures.databases import sinks
 from tests.fixtures.kafka import Produce, TopicFactory
 from tests.helpers import (
     assert_rows_match_checkpoints,
@@ -115,7 +114,6 @@ def test_producer_writing_throughout_does_not_keep_the_run_alive(
     assert_rows_match_checkpoints(TARGET, tmp_path, "events", "events", topic)
 
 
-@sinks("duckdb", "postgresql")
 def test_two_runs_started_at_the_same_moment_load_every_offset_once(
     tmp_path: Path,
     kafka_bootstrap: str,

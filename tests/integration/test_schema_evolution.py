@@ -10,7 +10,6 @@ import pytest
 
 from kafka_etl.errors import SchemaConflictError
 from pipelines.runner import pipeline_schema, run_pipeline
-from tests.fixtures.databases import sinks
 from tests.fixtures.kafka import Produce, TopicFactory
 from tests.helpers import (
     checkpoints,
@@ -125,7 +124,6 @@ def test_widen_to_string_turns_a_numeric_column_into_text(
     ]
 
 
-@sinks("duckdb")
 def test_flatten_spreads_struct_fields_into_columns_up_to_the_depth(
     sink_url: str,
     tmp_path: Path,
@@ -149,7 +147,9 @@ def test_flatten_spreads_struct_fields_into_columns_up_to_the_depth(
         "flat1": ["id", "a__b", "a__c"],
         "flat2": ["id", "a__b", "a__c__d"],
     }
-    assert pa.types.is_struct(schemas["nested"].field("a").type)  # type: ignore[union-attr]
+    # DuckDB keeps the struct; the SQL databases store nested values as JSON.
+    nested_type = schemas["nested"].field("a").type  # type: ignore[union-attr]
+    assert pa.types.is_struct(nested_type) or nested_type == pa.json_()
     assert fetch(sink_url, tmp_path, "SELECT id, a__b, a__c__d FROM flat2 ORDER BY id") == [
         (1, 1, "x"),
         (2, None, None),

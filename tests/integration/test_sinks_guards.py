@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from connector.batch import Batch, OffsetRange
 from connector.reader import RawBatch
 from kafka_etl.errors import CheckpointConflictError, SchemaConflictError, SinkUnavailableError
-from sinks.base import Sink, TableSpec, WriteTurn
+from sinks.base import Sink, TableSpec
 from sinks.factory import open_sink, resolve_target
 from tests.fixtures.databases import sinks
 from tests.helpers import JsonDecoder
@@ -194,7 +194,6 @@ def test_new_fields_and_nested_values_and_a_conflict_that_commits_nothing(
     assert stored == [(1, None), (2, 2.5)]
 
 
-@sinks("postgresql", "mariadb", "sqlite")
 def test_a_failed_batch_leaves_no_rows_and_no_columns_where_ddl_is_transactional(
     sink_url: str, tmp_path: Path
 ) -> None:
@@ -370,28 +369,13 @@ def test_overlapping_writes_commit_in_turn_and_fail_after_a_failed_predecessor(
     """Two writes in flight at once, as the runner hands them over on PostgreSQL: the first is
     held at its checkpoint by another transaction while the second has already sent its rows."""
     with sink(sink_url, tmp_path, table="t") as s:
-        assert s.max_in_flight == 2
         s.write(batch([(None, {"a": 0}, 0, 0, T0), (None, {"a": 1}, 1, 0, T0)]))
         engine = sa.create_engine(resolve_target(sink_url, None), poolclass=sa.pool.NullPool)
         holder = engine.connect()
-        outcomes: dict[int, BaseException | None] = {}
-        first = WriteTurn()
-        second = WriteTurn(first)
         writes = {
-            1: (first, batch([(None, {"a": 2}, 0, 1, T0), (None, {"a": 3}, 1, 1, T0)])),
-            2: (second, batch([(None, {"a": 4}, 0, 2, T0), (None, {"a": 5}, 1, 2, T0)])),
+            1: batch([(None, {"a": 2}, 0, 1, T0), (None, {"a": 3}, 1, 1, T0)]),
+            2: batch([(None, {"a": 4}, 0, 2, T0), (None, {"a": 5}, 1, 2, T0)]),
         }
-
-        def write(n: int) -> None:
-            turn, rows_ = writes[n]
-            try:
-                s.write(rows_, turn=turn)
-                outcomes[n] = None
-            except BaseException as exc:
-                outcomes[n] = exc
-            finally:
-                turn.end()
-
         try:
             tx = holder.begin()
             checkpoints = _checkpoints()
@@ -400,25 +384,30 @@ def test_overlapping_writes_commit_in_turn_and_fail_after_a_failed_predecessor(
                 .where(checkpoints.c.partition == 0)
                 .values(next_offset=checkpoints.c.next_offset)
             )
-            threads = [threading.Thread(target=write, args=(n,)) for n in (1, 2)]
-            for thread in threads:
-                thread.start()
-            deadline = time.monotonic() + 30
-            while _open_transactions(sink_url) < 3 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            # The holder's, the first write's (waiting on the row) and the second's (rows sent,
-            # waiting for its turn to move the checkpoint).
-            assert _open_transactions(sink_url) == 3, outcomes
-            assert all(t.is_alive() for t in threads), outcomes
-            if first_commits:
-                tx.rollback()
-            else:
-                holder.execute(
-                    sa.update(checkpoints).where(checkpoints.c.partition == 0).values(next_offset=7)
-                )
-                tx.commit()
-            for thread in threads:
-                thread.join(timeout=60)
+            with s.writes() as writer:
+                assert writer.depth == 2
+                futures = {n: writer.submit(rows_) for n, rows_ in writes.items()}
+                deadline = time.monotonic() + 30
+                while _open_transactions(sink_url) < 3 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                try:
+                    # The holder's, the first write's (waiting on the row) and the second's
+                    # (rows sent, waiting for its turn to move the checkpoint).
+                    assert _open_transactions(sink_url) == 3
+                    assert not any(f.done() for f in futures.values())
+                except BaseException:
+                    tx.rollback()  # or closing the writer would wait for them forever
+                    raise
+                if first_commits:
+                    tx.rollback()
+                else:
+                    holder.execute(
+                        sa.update(checkpoints)
+                        .where(checkpoints.c.partition == 0)
+                        .values(next_offset=7)
+                    )
+                    tx.commit()
+                outcomes = {n: f.exception(timeout=60) for n, f in futures.items()}
         finally:
             holder.close()
             engine.dispose()
@@ -439,31 +428,12 @@ def test_a_write_in_flight_after_one_that_adds_a_column_plans_against_the_new_co
 ) -> None:
     with sink(sink_url, tmp_path, table="t") as s:
         s.write(batch([(None, {"a": 0}, 0, 0, T0)]))
-        first = WriteTurn()
-        second = WriteTurn(first)
-        outcomes: list[BaseException | None] = []
-
-        def write(turn: WriteTurn, rows_: Batch) -> None:
-            try:
-                s.write(rows_, turn=turn)
-                outcomes.append(None)
-            except BaseException as exc:
-                outcomes.append(exc)
-            finally:
-                turn.end()
-
-        threads = [
-            threading.Thread(
-                target=write, args=(second, batch([(None, {"a": 2, "b": 1}, 0, 2, T0)]))
-            ),
-            threading.Thread(
-                target=write, args=(first, batch([(None, {"a": 1, "b": 0}, 0, 1, T0)]))
-            ),
-        ]
-        for thread in threads:  # the second write's thread starts first
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        with s.writes() as writer:
+            futures = [
+                writer.submit(batch([(None, {"a": 1, "b": 0}, 0, 1, T0)])),
+                writer.submit(batch([(None, {"a": 2, "b": 1}, 0, 2, T0)])),
+            ]
+            outcomes = [f.exception(timeout=60) for f in futures]
         assert outcomes == [None, None]
         assert s.read_checkpoints() == {0: 3}
         assert rows(sink_url, "SELECT a, b FROM t ORDER BY _offset") == [(0, None), (1, 0), (2, 1)]
@@ -472,7 +442,6 @@ def test_a_write_in_flight_after_one_that_adds_a_column_plans_against_the_new_co
         ]
 
 
-@sinks("postgresql")
 def test_a_writer_that_finds_the_table_created_meanwhile_loads_into_it(
     sink_url: str, tmp_path: Path
 ) -> None:

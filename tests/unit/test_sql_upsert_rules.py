@@ -15,6 +15,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from connector.batch import Batch, OffsetRange
 from kafka_etl.errors import RecordError
 from sinks.base import TableSpec
+from sinks.capabilities import capabilities
 from sinks.changes import reduce_batch
 from sinks.sql import statements
 
@@ -138,7 +139,9 @@ def test_mysql_assignment_order_keeps_the_guard_true_through_its_own_assignments
     )
     binds: dict[str, Any] = {c.name: sa.bindparam(c.name) for c in table.columns}
     compiled = str(
-        statements.upsert_values(table, binds, ("id",), "mysql").compile(dialect=mysql.dialect())
+        statements.upsert_values(table, binds, ("id",), capabilities("mysql")).compile(
+            dialect=mysql.dialect()
+        )
     )
     update = compiled.split("ON DUPLICATE KEY UPDATE ")[1]
     order = ["v", "_key", "_offset", "_partition", "_topic", "_timestamp"]
@@ -172,7 +175,9 @@ def test_on_conflict_updates_only_where_the_message_is_newer(dialect: Any) -> No
     )
     binds: dict[str, Any] = {n: sa.bindparam(n) for n in ("id", "v", *ORDER)}
     sql = str(
-        statements.upsert_values(table, binds, ("id",), dialect.name).compile(dialect=dialect)
+        statements.upsert_values(table, binds, ("id",), capabilities(dialect)).compile(
+            dialect=dialect
+        )
     )
     assert "ON CONFLICT (id) DO UPDATE SET" in sql
     assert "gone = NULL" in sql  # the message is the whole new row

@@ -1,8 +1,11 @@
-"""``_kafka_etl_schema_history`` in SQL databases: every column change applied to a table.
+"""``_kafka_etl_schema_history``, for every database: every column change applied to a table.
 
-Rows are written by the connection that applies the change: inside the batch's transaction on
-PostgreSQL and SQLite; on MySQL/MariaDB in the DDL step before it (DDL commits implicitly there,
-so the history is committed with the change it records, whether or not the batch then commits).
+Written once, in SQLAlchemy Core: on DuckDB the statements run on the sink's own connection
+through ``sinks.duckdb.core`` (each backend still supplies the table's DDL). Rows are written
+by the connection that applies the change: inside the batch's transaction where DDL is
+transactional; elsewhere (MySQL/MariaDB) in the DDL step before it (DDL commits implicitly
+there, so the history is committed with the change it records, whether or not the batch then
+commits).
 """
 
 from __future__ import annotations
@@ -15,13 +18,19 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Dialect
 
 from sinks.base import SCHEMA_HISTORY_TABLE, SchemaChange, TableSpec
-from sinks.sql.types import is_mysql
+from sinks.capabilities import capabilities
+from sinks.duckdb.core import CoreConnection
+
+#: A SQLAlchemy connection, or DuckDB's through the Core adapter.
+Conn = Connection | CoreConnection
 
 Entry = tuple[str, str, str | None, str]  # column, change, old type, new type
 
 
-def history_table(spec: TableSpec, dialect: Dialect) -> sa.Table:
-    name_type: sa.types.TypeEngine[str] = sa.String(255) if is_mysql(dialect) else sa.Text()
+def history_table(db_schema: str | None, dialect: Dialect | None = None) -> sa.Table:
+    """The table's definition (``dialect`` None: the portable one, for statements only)."""
+    bounded = dialect is not None and capabilities(dialect).bounded_text_types
+    name_type: sa.types.TypeEngine[str] = sa.String(255) if bounded else sa.Text()
     return sa.Table(
         SCHEMA_HISTORY_TABLE,
         sa.MetaData(),
@@ -34,12 +43,12 @@ def history_table(spec: TableSpec, dialect: Dialect) -> sa.Table:
         sa.Column("first_offsets", sa.Text(), nullable=False),
         sa.Column(
             "applied_at",
-            sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb"),
+            mysql.DATETIME(fsp=6) if bounded else sa.DateTime(timezone=True),
             nullable=False,
         ),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Index(f"{SCHEMA_HISTORY_TABLE}_pipeline", "pipeline", "table_name"),
-        schema=spec.db_schema,
+        schema=db_schema,
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
@@ -50,7 +59,7 @@ class SchemaHistory:
         self.table = table
         self.spec = spec
 
-    def record(self, conn: Connection, entries: Sequence[Entry], first_offsets: str) -> None:
+    def record(self, conn: Conn, entries: Sequence[Entry], first_offsets: str) -> None:
         if not entries:
             return
         now = datetime.now(UTC)
@@ -72,7 +81,7 @@ class SchemaHistory:
             ],
         )
 
-    def read(self, conn: Connection) -> list[SchemaChange]:
+    def read(self, conn: Conn) -> list[SchemaChange]:
         c = self.table.c
         query = (
             sa.select(
@@ -90,7 +99,7 @@ class SchemaHistory:
         )
         return [SchemaChange(*row) for row in conn.execute(query)]
 
-    def created(self, conn: Connection) -> bool:
+    def created(self, conn: Conn) -> bool:
         """Did this pipeline create its table (which may since have been dropped)?"""
         c = self.table.c
         query = sa.select(sa.func.count()).where(
@@ -100,7 +109,7 @@ class SchemaHistory:
         )
         return bool(conn.execute(query).scalar())
 
-    def forget(self, conn: Connection) -> None:
+    def forget(self, conn: Conn) -> None:
         """Delete the history of a table that no longer exists, in the caller's transaction."""
         c = self.table.c
         conn.execute(
