@@ -39,6 +39,8 @@ class Capabilities:
     upsert: Literal["on_conflict", "on_duplicate_key"] | None = None
     #: How a first checkpoint row is inserted unless one exists.
     insert_if_absent: Literal["on_conflict_do_nothing", "insert_ignore", "savepoint"] = "savepoint"
+    #: ``SELECT ... FOR UPDATE`` (DuckDB has no row locks: one process writes a file).
+    row_locks: bool = True
     #: How concurrent first runs take turns creating a table: a transaction-scoped advisory
     #: lock (held to commit), a session-named lock around the block, or nothing (the database
     #: serializes writers itself).
@@ -139,6 +141,7 @@ DUCKDB = Capabilities(
     name="duckdb",
     sink="duckdb",
     file_database=True,
+    row_locks=False,
     transactional_ddl=True,
     upsert="on_conflict",
     insert_if_absent="on_conflict_do_nothing",

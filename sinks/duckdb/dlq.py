@@ -1,4 +1,5 @@
-"""The DuckDB dead-letter table ``<table>__dlq``, written in the sink's open transaction."""
+"""The DuckDB dead-letter table ``<table>__dlq``: its DDL, its insert by Arrow scan and its
+read, in the sink's open transaction (the deletes are ``sinks.dead_letter_table``'s)."""
 
 from __future__ import annotations
 
@@ -37,31 +38,16 @@ class DeadLetters:
         ).fetchall()[0][0]
         return bool(found)
 
-    def apply(self, batch: Batch, *, replay: bool, resolve: bool) -> int:
-        """A batch's dead-letter work: a replay first deletes the dead letters of its ranges, a
-        resolve deletes the dead letters it now loads; rejects are inserted. Returns the number
-        of dead letters inserted."""
-        if (replay or resolve) and self.exists():
-            if replay:
-                for r in batch.ranges.values():
-                    self._con.execute(
-                        f"DELETE FROM {self.name}"
-                        " WHERE _topic = ? AND _partition = ? AND _offset >= ? AND _offset < ?",
-                        [self.spec.topic, r.partition, r.first, r.next],
-                    )
-            if resolve:
-                self.delete_offsets(self.name, batch)
-        rejects = batch.rejects
-        if rejects is None or rejects.num_rows == 0:
-            return 0
+    def create(self) -> None:
         if self.spec.db_schema:
             self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.spec.db_schema)}")
         self._con.execute(f"CREATE TABLE IF NOT EXISTS {self.name}{_DDL}")
+
+    def insert(self, rejects: pa.Table) -> None:
         with registered(self._con, _VIEW, rejects):
             self._con.execute(
                 f"INSERT INTO {self.name} BY NAME SELECT *, now() AS first_seen FROM {quote(_VIEW)}"
             )
-        return int(rejects.num_rows)
 
     def delete_offsets(self, name: str, batch: Batch) -> int:
         """Delete the rows of table ``name`` at the exact offsets of the batch's rows and
@@ -77,13 +63,6 @@ class DeadLetters:
                     " AND t._offset = o._offset"
                 ).fetchall()[0][0]
             )
-
-    def delete_from(self, partition: int, offset: int) -> None:
-        """Reset: dead letters at or after ``offset`` will be read again."""
-        self._con.execute(
-            f"DELETE FROM {self.name} WHERE _topic = ? AND _partition = ? AND _offset >= ?",
-            [self.spec.topic, partition, offset],
-        )
 
     def read(self, limit: int | None) -> pa.Table:
         if not self.exists():

@@ -14,43 +14,32 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from connector.batch import Batch, OffsetRange
-from kafka_etl.errors import (
-    ConfigError,
-    TerminalError,
-    classify,
-    first_line,
-)
-from sinks.base import (
-    ClosesOnExit,
-    SchemaChange,
-    TableAppeared,
-    TableSpec,
-    WriteResult,
-    describe_ranges,
-    dropped_table_message,
-)
+from connector.batch import Batch
+from connector.names import IDENTITY_COLUMNS
+from kafka_etl.errors import ConfigError, classify, first_line
+from sinks.base import TableAppeared, TableSpec
 from sinks.capabilities import DUCKDB
-from sinks.changes import Changes, reduce_batch
+from sinks.changes import Changes
+from sinks.checkpoints import Checkpoints, statement_table
 from sinks.duckdb import history
-from sinks.duckdb.checkpoints import Checkpoints
+from sinks.duckdb.checkpoints import ensure as ensure_checkpoints
 from sinks.duckdb.core import CoreConnection
 from sinks.duckdb.dlq import DeadLetters
 from sinks.duckdb.sql import column_list, qualified, quote, registered, rollback_quietly
-from sinks.history import Entry, SchemaHistory, history_table
-from sinks.inflight import InFlight
-from sinks.schema import SchemaPlan, plan_schema
+from sinks.history import Conn, SchemaHistory, history_table
+from sinks.schema import Widening
+from sinks.write import TransactionalSink
 
 log = logging.getLogger(__name__)
 
-_IDENTITY = ("_topic", "_partition", "_offset")
 _BATCH_VIEW = "_kafka_etl_batch"
 _TOMBSTONE_VIEW = "_kafka_etl_tombstones"
 # Aliases for the stored row and the incoming message in the upsert/delete guards.
@@ -132,10 +121,8 @@ def _holder(found: re.Match[str]) -> str:
     return f"process {pid} ({Path(program).name})" if program else f"process {pid}"
 
 
-class DuckDBSink(ClosesOnExit):
+class DuckDBSink(TransactionalSink):
     """Rows and checkpoints of one pipeline in one DuckDB file."""
-
-    max_in_flight = DUCKDB.max_in_flight
 
     def __init__(
         self,
@@ -146,49 +133,56 @@ class DuckDBSink(ClosesOnExit):
         settings: Mapping[str, str] | None = None,
     ) -> None:
         self.spec = spec
+        self.caps = DUCKDB
         self.path = path
         self._name = qualified(spec.table, spec.db_schema)
-        self._where = f"duckdb {path}"
+        self.where = f"duckdb {path}"
         self._con = connect(path, lock_timeout=lock_timeout, settings=settings)
-        self._checkpoints = Checkpoints(self._con, spec)
         self._core = CoreConnection(self._con)
+        self._checkpoints = Checkpoints(statement_table(), spec, DUCKDB)
         self._history = SchemaHistory(history_table(None), spec)
+        self._dlq = DeadLetters(self._con, spec)
+        self._setup()
         try:
-            with _CREATING:
-                self._checkpoints.ensure()
+            with _CREATING, self._transaction() as core:
+                ensure_checkpoints(self._con, spec)
+                self._checkpoints.claim_unclaimed(core)
                 self._con.execute(history.CREATE)
             self._schema = self._read_schema()
         except BaseException as exc:
             self.close()
             if isinstance(exc, Exception):
-                raise classify(exc, self._where) from exc
+                raise classify(exc, self.where) from exc
             raise
-        self._dlq = DeadLetters(self._con, spec)
 
-    # -- reading ---------------------------------------------------------------------------
-    def read_checkpoints(self, *, for_reset: bool = False) -> dict[int, int]:
+    # -- what the write path asks of DuckDB ---------------------------------------------------
+    @contextmanager
+    def _transaction(self, *, commit: bool = True) -> Iterator[Conn]:
+        con = self._con
+        con.begin()
         try:
-            checkpoints = self._checkpoints.read()
-            if checkpoints and self._schema is None:
-                self._schema = self._read_schema()
-            dropped = bool(checkpoints) and self._schema is None
-            dropped = dropped and self._history.created(self._core)
-        except Exception as exc:
-            raise classify(exc, self._where) from exc
-        if dropped and not for_reset:
-            raise TerminalError(dropped_table_message(self.spec, self._where, checkpoints))
-        return checkpoints
+            yield self._core
+            if commit:
+                con.commit()
+            else:
+                con.rollback()
+        except BaseException:
+            # The failure is what the user hears about: neither a rollback that finds no
+            # transaction (a failed commit) nor a database invalidated by a fatal error (a full
+            # disk while checkpointing) may replace it.
+            rollback_quietly(con)
+            raise
 
-    def table_schema(self) -> pa.Schema | None:
-        return self._schema
+    @contextmanager
+    def _reading(self) -> Iterator[Conn]:
+        yield self._core
 
-    def row_count(self) -> int:
-        if self._schema is None:
-            return 0
-        return int(self._con.execute(f"SELECT count(*) FROM {self._name}").fetchall()[0][0])
-
-    def schema_history(self) -> list[SchemaChange]:
-        return self._history.read(self._core)
+    def _refresh(self, conn: Conn | None = None) -> None:
+        try:
+            self._schema = self._read_schema()
+        except duckdb.Error:
+            self._schema = None
+            raise
 
     def _read_schema(self) -> pa.Schema | None:
         exists = self._con.execute(
@@ -203,91 +197,43 @@ class DuckDBSink(ClosesOnExit):
         )
         return schema
 
-    # -- writing ---------------------------------------------------------------------------
-    def write(self, batch: Batch, *, replay: bool = False) -> WriteResult:
-        return self._write(batch, replay=replay)
-
-    def writes(self) -> InFlight:
-        # One connection: writes never overlap, so the turn has nothing to wait for.
-        return InFlight(lambda batch, replay, _turn: self._write(batch, replay=replay), 1)
-
-    def resolve_dead_letters(self, batch: Batch) -> int:
-        if batch.ranges:
-            msg = "resolving dead letters never covers offset ranges"
-            raise ValueError(msg)
-        before = self.read_dead_letters().num_rows
-        self._write(batch, replay=True, resolve=True)
-        return before - self.read_dead_letters().num_rows
-
-    def read_dead_letters(self, limit: int | None = None) -> pa.Table:
-        return self._dlq.read(limit)
-
-    def _write(self, batch: Batch, *, replay: bool, resolve: bool = False) -> WriteResult:
-        try:
-            return self._write_once(batch, replay=replay, resolve=resolve)
-        except TableAppeared:  # rolled back; now plan against the table that exists
-            return self._write_once(batch, replay=replay, resolve=resolve)
-
-    def _write_once(self, batch: Batch, *, replay: bool, resolve: bool) -> WriteResult:
-        plan = plan_schema(
-            self._schema,
-            batch.rows,
-            self.spec.pipeline,
-            widen_to_string=self.spec.widen_to_string,
-            protected=(*_IDENTITY, *self.spec.key),
-        )
-        upsert = self.spec.mode == "upsert"
-        changes = reduce_batch(batch, plan.rows, self.spec) if upsert else None
+    def _create_table(self, conn: Conn, schema: pa.Schema) -> None:
         con = self._con
-        try:
-            con.begin()
-            created = self._evolve(plan, describe_ranges(batch.ranges))
-            deleted = 0
-            if replay:
-                deleted = self._delete_ranges(batch.ranges) if not created else 0
-            else:
-                self._checkpoints.advance(batch.ranges)
-            if resolve and not upsert and not created and self._schema is not None:
-                deleted += self._dlq.delete_offsets(self._name, batch)
-            dead = self._dlq.apply(batch, replay=replay, resolve=resolve)
-            written = 0
-            if changes is not None:
-                if self._schema is not None or created:
-                    deleted += self._apply(changes)
-                    written = changes.upserts.num_rows
-            elif plan.rows.num_rows:
-                with registered(con, _BATCH_VIEW, plan.rows):
-                    con.execute(
-                        f"INSERT INTO {self._name} BY NAME SELECT * FROM {quote(_BATCH_VIEW)}"
-                    )
-                written = plan.rows.num_rows
-            con.commit()
-        except BaseException as exc:
-            # The failure is what the user hears about: neither a rollback that finds no
-            # transaction (a failed commit) nor a database invalidated by a fatal error (a full
-            # disk while checkpointing) may replace it.
-            rollback_quietly(con)
-            try:
-                self._schema = self._read_schema()
-            except duckdb.Error:
-                self._schema = None
-            if isinstance(exc, TableAppeared):
-                raise
-            if isinstance(exc, Exception):
-                raise classify(exc, self._where, work="this batch") from exc
-            raise
-        if created or plan.new_fields or plan.widened:
-            self._schema = self._read_schema()
-        added = tuple(f.name for f in plan.new_fields) if not created else ()
-        return WriteResult(
-            rows_written=written,
-            rows_deleted=deleted,
-            tombstones_skipped=batch.tombstone_count if changes is None else changes.skipped,
-            rows_dead_lettered=dead,
-            columns_added=added,
-        )
+        if self._read_schema() is not None:
+            raise TableAppeared  # another sink of this process created it meanwhile
+        if self.spec.db_schema:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.spec.db_schema)}")
+        with registered(con, _BATCH_VIEW, schema.empty_table()):
+            con.execute(f"CREATE TABLE {self._name} AS SELECT * FROM {quote(_BATCH_VIEW)} LIMIT 0")
+        self._create_index()
+        self._schema = self._read_schema()
 
-    def _apply(self, changes: Changes) -> int:
+    def _alter_table(
+        self, conn: Conn, new_fields: tuple[pa.Field, ...], widened: tuple[Widening, ...]
+    ) -> None:
+        con = self._con
+        if widened:
+            # DuckDB refuses ALTER ... TYPE on a table with an index: drop and rebuild it.
+            con.execute(f"DROP INDEX {self._index_name()}")
+            for w in widened:
+                type_name = self._type_name(pa.field(w.name, w.new))
+                con.execute(
+                    f"ALTER TABLE {self._name} ALTER COLUMN {quote(w.name)} TYPE {type_name}"
+                )
+            self._create_index()
+        for field in new_fields:
+            type_name = self._type_name(field)
+            con.execute(f"ALTER TABLE {self._name} ADD COLUMN {quote(field.name)} {type_name}")
+        self._schema = self._read_schema()
+
+    def _insert(self, conn: Conn, rows: pa.Table) -> int:
+        with registered(self._con, _BATCH_VIEW, rows):
+            self._con.execute(
+                f"INSERT INTO {self._name} BY NAME SELECT * FROM {quote(_BATCH_VIEW)}"
+            )
+        return rows.num_rows
+
+    def _upsert(self, conn: Conn, changes: Changes) -> int:
         """Guarded tombstone deletes, then the guarded upsert of each key's newest row."""
         con = self._con
         deleted = 0
@@ -306,7 +252,6 @@ class DuckDBSink(ClosesOnExit):
         names = rows.column_names
         key = set(self.spec.key)
         # Columns this batch lacks are set to NULL: the message is the key's whole new state.
-        # (A column added by this batch is in ``names``; ``_schema`` is the table before it.)
         absent = [n for n in (self._schema.names if self._schema else []) if n not in names]
         updates = [f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in key]
         updates += [f"{quote(n)} = NULL" for n in absent if n not in key]
@@ -319,58 +264,20 @@ class DuckDBSink(ClosesOnExit):
             )
         return deleted
 
-    def _delete_ranges(self, ranges: dict[int, OffsetRange]) -> int:
-        """Remove the rows a replayed batch is about to write again (append tables)."""
-        if self.spec.mode != "append":
-            return 0
-        deleted = 0
-        for r in ranges.values():
-            deleted += int(
-                self._con.execute(
-                    f"DELETE FROM {self._name}"
-                    " WHERE _topic = ? AND _partition = ? AND _offset >= ? AND _offset < ?",
-                    [self.spec.topic, r.partition, r.first, r.next],
-                ).fetchall()[0][0]
-            )
-        return deleted
+    def _delete_offsets(self, conn: Conn, batch: Batch) -> int:
+        return self._dlq.delete_offsets(self._name, batch)
 
-    def _evolve(self, plan: SchemaPlan, first_offsets: str) -> bool:
-        """Create the table, or add the batch's new columns and widen the columns it needs
-        wider, inside the open transaction; each change goes to the schema history."""
-        con = self._con
-        rows = plan.rows
-        if self._schema is None:
-            if self.spec.mode == "upsert" and rows.num_rows == 0:
-                return False  # the key columns are known with the first row
-            if self._read_schema() is not None:
-                raise TableAppeared  # another sink of this process created it meanwhile
-            if self.spec.db_schema:
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.spec.db_schema)}")
-            with registered(con, _BATCH_VIEW, rows.schema.empty_table()):
-                con.execute(
-                    f"CREATE TABLE {self._name} AS SELECT * FROM {quote(_BATCH_VIEW)} LIMIT 0"
-                )
-            self._create_index()
-            entries = [(f.name, "created", None, str(f.type)) for f in rows.schema]
-            self._history.record(self._core, entries, first_offsets)
-            return True
-        changes: list[Entry] = []
-        for field in plan.new_fields:
-            type_name = self._type_name(field)
-            con.execute(f"ALTER TABLE {self._name} ADD COLUMN {quote(field.name)} {type_name}")
-            changes.append((field.name, "added", None, str(field.type)))
-        if plan.widened:
-            # DuckDB refuses ALTER ... TYPE on a table with an index: drop and rebuild it.
-            con.execute(f"DROP INDEX {self._index_name()}")
-            for w in plan.widened:
-                type_name = self._type_name(pa.field(w.name, w.new))
-                con.execute(
-                    f"ALTER TABLE {self._name} ALTER COLUMN {quote(w.name)} TYPE {type_name}"
-                )
-                changes.append((w.name, "widened", str(w.old), str(w.new)))
-            self._create_index()
-        self._history.record(self._core, changes, first_offsets)
-        return False
+    def _dead_letters_exist(self, conn: Conn) -> bool:
+        return self._dlq.exists()
+
+    def _create_dead_letters(self, conn: Conn) -> None:
+        self._dlq.create()
+
+    def _insert_dead_letters(self, conn: Conn, rejects: pa.Table) -> None:
+        self._dlq.insert(rejects)
+
+    def read_dead_letters(self, limit: int | None = None) -> pa.Table:
+        return self._dlq.read(limit)
 
     def _type_name(self, field: pa.Field) -> str:
         """DuckDB's name for the type of an Arrow field (structs, lists included)."""
@@ -392,39 +299,11 @@ class DuckDBSink(ClosesOnExit):
         return f"{quote(self.spec.db_schema)}.{index}"
 
     def _create_index(self) -> None:
-        unique = self.spec.key if self.spec.mode == "upsert" else _IDENTITY
+        unique = self.spec.key if self.spec.mode == "upsert" else IDENTITY_COLUMNS
         self._con.execute(
             f"CREATE UNIQUE INDEX {self._index_name(bare=True)} ON {self._name}"
             f" ({column_list(unique)})"
         )
-
-    def reset(self, offsets: dict[int, int], *, dry_run: bool = False) -> int:
-        con = self._con
-        deleted = 0
-        try:
-            con.begin()
-            if self._schema is None:
-                self._history.forget(self._core)  # a dropped table's columns are gone with it
-            for partition, offset in sorted(offsets.items()):
-                if self._schema is not None and self.spec.mode == "append":
-                    deleted += int(
-                        con.execute(
-                            f"DELETE FROM {self._name}"
-                            " WHERE _topic = ? AND _partition = ? AND _offset >= ?",
-                            [self.spec.topic, partition, offset],
-                        ).fetchall()[0][0]
-                    )
-                if self._dlq.exists():
-                    self._dlq.delete_from(partition, offset)
-                self._checkpoints.set(partition, offset)
-            if dry_run:
-                con.rollback()
-            else:
-                con.commit()
-        except Exception as exc:
-            rollback_quietly(con)
-            raise classify(exc, self._where, work="this reset") from exc
-        return deleted
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -433,7 +312,7 @@ class DuckDBSink(ClosesOnExit):
         try:
             self._con.close()
         except duckdb.Error as exc:
-            log.warning("closing %s: %s", self._where, first_line(exc))
+            log.warning("closing %s: %s", self.where, first_line(exc))
 
 
 def _newer(incoming: str = _INCOMING) -> str:

@@ -1,4 +1,5 @@
-"""The dead-letter table ``<table>__dlq`` on SQL databases, written in the batch's transaction.
+"""The dead-letter table ``<table>__dlq`` on SQL databases: its definition, DDL, insert and read
+(the deletes of a replay, a resolve and a reset are ``sinks.dead_letter_table``'s).
 
 Defined through SQLAlchemy like the target table: raw key and value as ``BYTEA``/``LONGBLOB``/
 ``BLOB`` (a 5 MB value fits everywhere), primary key ``(_topic, _partition, _offset)``.
@@ -15,11 +16,10 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
-from connector.batch import Batch
 from connector.dead_letters import DLQ_SCHEMA
 from kafka_etl.errors import ConfigError
 from sinks.base import TableSpec
-from sinks.dead_letter_table import FIRST_SEEN, dlq_table_name, resolved_offsets
+from sinks.dead_letter_table import FIRST_SEEN, dlq_table_name
 from sinks.sql.load import Loader
 from sinks.sql.tables import check_name, creating
 from sinks.sql.types import bounded_text, column_type, exact_collation
@@ -67,44 +67,9 @@ class DeadLetters:
     def exists(self, conn: Connection) -> bool:
         return bool(sa.inspect(conn).has_table(self.table.name, schema=self.spec.db_schema))
 
-    def apply(self, conn: Connection, batch: Batch, *, replay: bool, resolve: bool) -> int:
-        """A replay first deletes the dead letters of its ranges, a resolve those it now loads;
-        then the batch's rejects are inserted. Returns the number inserted."""
-        rejects = batch.rejects
-        has_rejects = rejects is not None and rejects.num_rows > 0
-        if not (replay or resolve or has_rejects):
-            return 0
-        exists = self.exists(conn)
-        c = self.table.c
-        if exists and replay:
-            for r in batch.ranges.values():
-                conn.execute(
-                    sa.delete(self.table).where(
-                        c._topic == self.spec.topic,
-                        c._partition == r.partition,
-                        c._offset >= r.first,
-                        c._offset < r.next,
-                    )
-                )
-        if exists and resolve:
-            delete_offsets(conn, self.table, batch)
-        if rejects is None or not has_rejects:
-            return 0
-        if not exists:
-            self.create(conn)
+    def insert(self, conn: Connection, rejects: pa.Table) -> None:
         now = pa.array([datetime.now(UTC)] * rejects.num_rows, FIRST_SEEN.type)
         self._loader.insert(conn, self.table, rejects.append_column(FIRST_SEEN, now), set())
-        return int(rejects.num_rows)
-
-    def delete_from(self, conn: Connection, partition: int, offset: int) -> None:
-        """Reset: dead letters at or after ``offset`` will be read again."""
-        if self.exists(conn):
-            c = self.table.c
-            conn.execute(
-                sa.delete(self.table).where(
-                    c._topic == self.spec.topic, c._partition == partition, c._offset >= offset
-                )
-            )
 
     def read(self, conn: Connection, limit: int | None) -> pa.Table:
         if not self.exists(conn):
@@ -123,22 +88,6 @@ class DeadLetters:
             for column, field in zip(columns, _SCHEMA, strict=True)
         ]
         return pa.Table.from_arrays(arrays, schema=_SCHEMA)
-
-
-def delete_offsets(conn: Connection, table: sa.Table, batch: Batch) -> int:
-    """Delete the rows of ``table`` at the exact offsets of the batch's rows and tombstones."""
-    offsets = resolved_offsets(batch.rows, batch.tombstones).to_pylist()
-    if not offsets:
-        return 0
-    c = table.c
-    statement = sa.delete(table).where(
-        c._topic == sa.bindparam("t"),
-        c._partition == sa.bindparam("p"),
-        c._offset == sa.bindparam("o"),
-    )
-    params = [{"t": o["_topic"], "p": o["_partition"], "o": o["_offset"]} for o in offsets]
-    result = conn.execute(statement, params)
-    return max(result.rowcount, 0)
 
 
 def _plain(value: Any) -> Any:
