@@ -16,14 +16,13 @@ from dagster import AssetKey, AssetSpec, FreshnessPolicy
 from pipelines.checks import dagster_name
 from pipelines.config import Pipeline
 from pipelines.definition import PipelineDefinition
+from sinks.capabilities import Capabilities, capabilities
 
 META_PIPELINE = "kafka_etl/pipeline"
 META_TOPIC = "kafka_etl/topic"
 META_TARGET = "kafka_etl/target"
 META_MODE = "kafka_etl/mode"
 
-_KINDS = {"postgresql": "postgres"}
-_DEFAULT_SCHEMA = {"duckdb": "main", "postgresql": "public", "sqlite": "main"}
 
 
 @dataclass(frozen=True)
@@ -36,15 +35,19 @@ class PipelineTranslatorData(PipelineDefinition):
         return self.url.get_backend_name()
 
     @property
+    def caps(self) -> Capabilities:
+        return capabilities(self.backend)
+
+    @property
     def database(self) -> str:
         """The database name: a DuckDB/SQLite file's stem, else the URL's database."""
         name = self.url.database or ""
-        return Path(name).stem if self.backend in ("duckdb", "sqlite") else name
+        return Path(name).stem if self.caps.file_database else name
 
     @property
     def table_name(self) -> str:
         """Fully qualified ``database.schema.table`` (``dagster/table_name``)."""
-        schema = self.pipeline.db_schema or _DEFAULT_SCHEMA.get(self.backend)
+        schema = self.pipeline.db_schema or self.caps.default_schema
         parts = [self.database, schema, self.pipeline.table]
         return ".".join(p for p in parts if p)
 
@@ -55,7 +58,7 @@ class PipelineTranslatorData(PipelineDefinition):
         DuckDB allows one process per file, readers included: one pool per file. Other
         databases take concurrent writers, so only runs of the same pipeline are serialised.
         """
-        if self.backend == "duckdb":
+        if self.caps.one_process_per_file:
             path = str(Path(self.url.database or ":memory:").resolve())
             digest = hashlib.sha256(path.encode()).hexdigest()[:10]
             return f"kafka_etl/duckdb/{dagster_name(Path(path).stem)}-{digest}"
@@ -87,7 +90,7 @@ class KafkaEtlTranslator:
             key=AssetKey(path),
             description=self.describe(data),
             group_name=dagster_name(data.database) if data.database else "kafka_etl",
-            kinds={"kafka", _KINDS.get(data.backend, data.backend), *self.extra_kinds},
+            kinds={"kafka", data.caps.kind, *self.extra_kinds},
             owners=list(p.owners),  # checked by the Pipeline model (pipelines/checks.py)
             deps=[topic.key] if topic is not None else [],
             metadata={

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from connector.names import ISOLATION_LEVEL, MANAGED_SETTINGS
 from kafka_etl.errors import redact
 from pipelines.yaml_file import show
+from sinks.capabilities import KNOWN, capabilities
 
 Settings = Mapping[str, str | int | float | bool]
 
@@ -22,8 +23,6 @@ Settings = Mapping[str, str | int | float | bool]
 RESERVED_KAFKA_KEYS = frozenset(MANAGED_SETTINGS)
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _OWNER = re.compile(r"^(team:\S+|[^@\s]+@[^@\s]+\.[^@\s]+)$")
-_BACKENDS = ("duckdb", "postgresql", "mysql", "mariadb", "sqlite")
-_FILE_BACKENDS = ("duckdb", "sqlite")
 # A property librdkafka cannot know, set after the user's: when it is the one refused, every
 # setting before it was accepted, and no client (no thread, no connection) was created.
 _SENTINEL = "kafka-etl.validation.sentinel"
@@ -74,16 +73,17 @@ def target_url(value: str) -> str:
         raise ValueError(msg) from None
     safe = show(redact(value))
     backend = url.get_backend_name()
-    if backend not in _BACKENDS:
-        msg = f"{safe}: unknown database {backend!r} (kafka-etl loads into {', '.join(_BACKENDS)})"
+    if backend not in KNOWN:
+        msg = f"{safe}: unknown database {backend!r} (kafka-etl loads into {', '.join(KNOWN)})"
         raise ValueError(msg)
-    if backend in _FILE_BACKENDS and (url.database or ":memory:").startswith(":memory:"):
+    caps = capabilities(backend)
+    if caps.file_database and (url.database or ":memory:").startswith(":memory:"):
         msg = (
             f"{safe} is an in-memory database: its rows and checkpoints would vanish when the"
             f" run ends; name a file, e.g. {backend}:///warehouse.{backend}"
         )
         raise ValueError(msg)
-    if backend == "duckdb":
+    if caps.sink == "duckdb":
         _duckdb_options(safe, {k: v if isinstance(v, str) else v[-1] for k, v in url.query.items()})
         return value
     try:
@@ -107,11 +107,11 @@ def target_names(
     from sqlalchemy.engine import make_url
 
     url = make_url(target)
-    backend = url.get_backend_name()
-    if backend == "duckdb":
-        return
-    if schema is not None and backend == "sqlite":
-        msg = "field 'schema': not supported for sqlite targets"
+    caps = capabilities(url.get_backend_name())
+    if caps.sink == "duckdb":
+        return  # DuckDB takes any name (quoted)
+    if schema is not None and not caps.schemas:
+        msg = f"field 'schema': not supported for {caps.name} targets"
         raise ValueError(msg)
     from sinks.dead_letter_table import dlq_table_name
     from sinks.sql.tables import check_name

@@ -73,6 +73,21 @@ class Capabilities:
     mysql_reflection: bool = False
     #: The driver must be told to BEGIN (IMMEDIATE) itself, with a busy timeout.
     begin_immediate: bool = False
+    #: The schema a table without ``schema:`` lands in, as Dagster names the table.
+    default_schema: str | None = None
+    #: Without ``schema:``, the current schema is the URL's database (MySQL/MariaDB).
+    schema_is_database: bool = False
+    #: Where the database's own column type names are read: ``information_schema.columns``,
+    #: or SQLite's ``pragma_table_info``.
+    column_types: Literal["information_schema", "sqlite_pragma"] = "information_schema"
+    #: One process at a time may open the file, readers included (Dagster: one pool per file).
+    one_process_per_file: bool = False
+    #: Dagster's kind tag (its icon) for the database.
+    dagster_kind: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.dagster_kind or self.name
 
 
 GENERIC = Capabilities(name="this database")
@@ -93,6 +108,8 @@ POSTGRESQL = Capabilities(
     jsonb=True,
     naive_timestamps=True,
     driver_values="as_is",
+    default_schema="public",
+    dagster_kind="postgres",
 )
 
 MYSQL = Capabilities(
@@ -108,6 +125,7 @@ MYSQL = Capabilities(
     bounded_text_types=True,
     exact_collation="utf8mb4_0900_bin",
     mysql_reflection=True,
+    schema_is_database=True,
 )
 
 MARIADB = Capabilities(
@@ -122,6 +140,7 @@ MARIADB = Capabilities(
     bounded_text_types=True,
     exact_collation="utf8mb4_nopad_bin",
     mysql_reflection=True,
+    schema_is_database=True,
 )
 
 SQLITE = Capabilities(
@@ -135,6 +154,8 @@ SQLITE = Capabilities(
     float32=False,
     driver_values="sqlite_text",
     begin_immediate=True,
+    default_schema="main",
+    column_types="sqlite_pragma",
 )
 
 DUCKDB = Capabilities(
@@ -149,6 +170,8 @@ DUCKDB = Capabilities(
     jsonb=False,
     naive_timestamps=True,
     driver_values="as_is",
+    default_schema="main",
+    one_process_per_file=True,
 )
 
 _BY_NAME = {
@@ -158,6 +181,10 @@ _BY_NAME = {
     "mysql": MYSQL,
     "mariadb": MARIADB,
 }
+
+
+#: The databases kafka-etl loads into (a URL naming another is refused when the file is read).
+KNOWN = tuple(_BY_NAME)
 
 
 def capabilities(dialect: Dialect | str) -> Capabilities:

@@ -216,7 +216,7 @@ def test_corpus_of_bad_messages_lands_in_the_dlq_and_every_good_one_once(
 
 
 def test_one_bad_message_in_a_small_batch_is_dead_lettered_and_the_rest_load(
-    tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory
+    sink_url: str, tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory
 ) -> None:
     """11 messages (what a 5-minute schedule or a lag sensor hands a run), one bad: with the
     default max_error_ratio 0.01 the run counts as at least 1,000 messages, so it loads."""
@@ -224,7 +224,7 @@ def test_one_bad_message_in_a_small_batch_is_dead_lettered_and_the_rest_load(
     messages: list[Message] = [(good(i), None, None) for i in range(11)]
     messages[6] = (b"not json", None, None)
     produce_raw(kafka_bootstrap, topic, messages)
-    target = "duckdb:///w.duckdb"
+    target = sink_url
     body = {"topic": topic, "target": target, "table": "events", "on_error": "dlq"}
     config = write_pipelines(tmp_path, kafka_bootstrap, {"events": body})
 
@@ -249,7 +249,7 @@ def test_a_systematic_problem_still_fails_the_run_and_commits_nothing(
         (b"not json" if i % bad_every == 0 else good(i), None, None) for i in range(count)
     ]
     produce_raw(kafka_bootstrap, topic, messages)
-    target = "duckdb:///w.duckdb"
+    target = sink_url
     body = {"topic": topic, "target": target, "table": "events", "on_error": "dlq"}
     config = write_pipelines(tmp_path, kafka_bootstrap, {"events": body})
 
