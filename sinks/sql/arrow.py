@@ -1,4 +1,4 @@
-"""Arrow micro-batches to what a database driver takes: JSON text, parameter sets, CSV for COPY.
+"""Arrow micro-batches to what a database driver takes: JSON text and parameter sets.
 
 Nested values become JSON text in one vectorised pass through an in-memory DuckDB (``to_json``
 on the Arrow columns, no per-value Python); everything else stays columnar until the last step.
@@ -6,13 +6,11 @@ on the Arrow columns, no per-value Python); everything else stays columnar until
 
 from __future__ import annotations
 
-import io
 import threading
 from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 
 from sinks.capabilities import Capabilities
 from sinks.duckdb.sql import registered
@@ -118,20 +116,3 @@ def parameter_sets(rows: pa.Table) -> list[dict[str, Any]]:
     names = [f"p{i}" for i in range(rows.num_columns)]
     columns = [rows.column(i).to_pylist() for i in range(rows.num_columns)]
     return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
-
-
-def csv_for_copy(rows: pa.Table) -> bytes:
-    """PostgreSQL ``COPY ... (FORMAT csv)`` input: every value quoted, NULL as an empty field.
-
-    Timestamps must already be naive UTC (``utc_wall_time``; the session runs in UTC): Arrow
-    formats zoned timestamps an order of magnitude slower. Binary values go as ``\\x`` hex.
-    """
-    for i, field in enumerate(rows.schema):
-        t = field.type
-        if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
-            hexed = [None if v is None else "\\x" + v.hex() for v in rows.column(i).to_pylist()]
-            rows = rows.set_column(i, field.name, pa.array(hexed, pa.string()))
-    sink = io.BytesIO()
-    options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
-    pa_csv.write_csv(rows, sink, options)
-    return sink.getvalue()

@@ -1,6 +1,7 @@
-"""Writing prepared rows: the generic executemany path and the PostgreSQL COPY path.
+"""Writing prepared rows: the generic executemany path, for every SQL database (PostgreSQL's
+COPY path is ``sinks.postgres.copy``).
 
-Both run inside the caller's transaction (the one that also moves the checkpoint) and take rows
+It runs inside the caller's transaction (the one that also moves the checkpoint) and takes rows
 whose nested columns are already JSON text (``sinks.sql.arrow.JsonText``).
 
 Generic: one compiled statement goes to the driver's ``executemany`` in chunks of rows whose
@@ -8,20 +9,11 @@ parameters stay within SQLAlchemy's per-dialect budget (``insertmanyvalues_max_p
 32700, 999 on SQLite before 3.32) and at most 10,000 rows. psycopg pipelines the statements,
 sqlite3 loops in C, and PyMySQL rewrites each chunk into multi-row ``INSERT``s of at most 1 MB
 (well under MariaDB's default 16 MB ``max_allowed_packet``).
-
-PostgreSQL: each batch is encoded once, in binary COPY format by numpy and Arrow kernels
-(``sinks.sql.pgcopy``; CSV by Arrow's C++ writer for column types it does not cover) and streamed
-with psycopg 3's ``COPY``. Append batches are COPYed straight into the target table: on a 2-core
-machine the server is the bottleneck of the COPY path, and skipping a staging table and its
-``INSERT ... SELECT`` took 1,000,000 events from about 75,000 to over 100,000 rows/s. Upsert
-batches go to a temporary staging table (``ON COMMIT DROP``, the target's column types) and
-are moved with one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE ... WHERE``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
-from itertools import count
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -30,18 +22,10 @@ from sqlalchemy.engine import Connection, Dialect
 
 from connector.batch import OffsetRange
 from sinks.capabilities import capabilities
-from sinks.sql import pgcopy, statements
-from sinks.sql.arrow import (
-    csv_for_copy,
-    driver_values,
-    parameter_sets,
-    parameter_tuples,
-    utc_wall_time,
-)
+from sinks.sql import statements
+from sinks.sql.arrow import driver_values, parameter_sets, parameter_tuples
 
 _MAX_CHUNK_ROWS = 10_000
-_COPY_CHUNK = 1 << 20
-_stage_names = count()
 
 
 class Loader:
@@ -114,68 +98,3 @@ class Loader:
             result = conn.exec_driver_sql(compiled.string, params)
             affected += max(result.rowcount, 0)
         return affected
-
-
-class CopyLoader(Loader):
-    """PostgreSQL: appends COPY straight into the table; upserts COPY into a staging table,
-    then go into the target with one set-based statement."""
-
-    def insert(
-        self, conn: Connection, table: sa.Table, rows: pa.Table, json_columns: Collection[str]
-    ) -> int:
-        if rows.num_rows == 0:
-            return 0
-        copy_rows(conn, table, rows)
-        return rows.num_rows
-
-    def upsert(
-        self,
-        conn: Connection,
-        table: sa.Table,
-        rows: pa.Table,
-        key: tuple[str, ...],
-        json_columns: Collection[str],
-    ) -> int:
-        if rows.num_rows == 0:
-            return 0
-        stage = self._stage(conn, table, rows)
-        conn.execute(statements.upsert_select(table, stage, rows.column_names, tuple(key)))
-        return rows.num_rows
-
-    def _stage(self, conn: Connection, table: sa.Table, rows: pa.Table) -> sa.Table:
-        stage = sa.Table(
-            f"_kafka_etl_stage_{next(_stage_names)}",
-            sa.MetaData(),
-            *(sa.Column(n, table.c[n].type) for n in rows.column_names),
-            prefixes=["TEMPORARY"],
-            postgresql_on_commit="DROP",
-        )
-        stage.create(conn)
-        copy_rows(conn, stage, rows)
-        return stage
-
-
-def copy_rows(conn: Connection, table: sa.Table, rows: pa.Table) -> None:
-    """Stream ``rows`` into ``table`` with psycopg 3's COPY, in the connection's transaction."""
-    from psycopg import sql
-
-    names = rows.column_names
-    binary = pgcopy.stream(rows, [pgcopy.wire_kind(table.c[n].type) for n in names])
-    if binary is None:
-        fmt = "csv"
-        conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")  # CSV timestamps are UTC wall time
-        pieces: Iterable[bytes] = [csv_for_copy(utc_wall_time(rows))]
-    else:
-        fmt = "binary"
-        names, pieces = binary
-    target = (
-        sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
-    )
-    columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(target, columns, sql.SQL(fmt))
-    raw: Any = conn.connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for piece in pieces:
-            view = memoryview(piece)
-            for start in range(0, len(view), _COPY_CHUNK):
-                copy.write(view[start : start + _COPY_CHUNK])

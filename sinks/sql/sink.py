@@ -2,7 +2,7 @@
 
 What it supplies: connections and transactions from one engine; the table's definition by
 reflection; DDL compiled by the dialect (``sinks.sql.tables``); rows by executemany, or by binary
-COPY on PostgreSQL (``sinks.sql.load``); upserts by the dialect's own statement.
+COPY on PostgreSQL (``sinks.postgres.copy``); upserts by the dialect's own statement.
 
 Schema changes and transactions: PostgreSQL and SQLite run DDL inside the batch's transaction,
 so a failed batch leaves no trace. MySQL/MariaDB commit DDL implicitly, so there the table is
@@ -40,7 +40,7 @@ from sinks.sql import tables
 from sinks.sql.arrow import JsonText
 from sinks.sql.checkpoints import ensure as ensure_checkpoints
 from sinks.sql.dlq import DeadLetters
-from sinks.sql.load import CopyLoader, Loader
+from sinks.sql.load import Loader
 from sinks.sql.types import JSON_TYPE
 from sinks.write import TransactionalSink
 
@@ -76,7 +76,11 @@ class SqlSink(TransactionalSink):
             if spec.mode == "upsert" and caps.upsert is None:
                 msg = f"pipeline {spec.pipeline!r}: mode 'upsert' is not supported on {caps.name}"
                 raise ConfigError(msg)
-            self._loader = CopyLoader(dialect) if caps.copy else Loader(dialect)
+            self._loader = Loader(dialect)
+            if caps.copy:
+                from sinks.postgres.copy import CopyLoader
+
+                self._loader = CopyLoader(dialect)
             self._dlq = DeadLetters(spec, dialect)
             checkpoints = tables.checkpoint_table(spec, dialect)
             self._checkpoints = Checkpoints(checkpoints, spec, caps)
@@ -96,7 +100,7 @@ class SqlSink(TransactionalSink):
 
     @property
     def fast_path(self) -> bool:
-        return isinstance(self._loader, CopyLoader)
+        return self.caps.copy
 
     # -- what the write path asks of a SQL database -------------------------------------------
     @contextmanager

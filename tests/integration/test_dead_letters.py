@@ -249,7 +249,7 @@ def test_a_systematic_problem_still_fails_the_run_and_commits_nothing(
         (b"not json" if i % bad_every == 0 else good(i), None, None) for i in range(count)
     ]
     produce_raw(kafka_bootstrap, topic, messages)
-    target = sink_url
+    target = "duckdb:///w.duckdb"
     body = {"topic": topic, "target": target, "table": "events", "on_error": "dlq"}
     config = write_pipelines(tmp_path, kafka_bootstrap, {"events": body})
 

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from sinks.sql import pgcopy
+from sinks.postgres import pgcopy
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
