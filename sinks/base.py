@@ -1,10 +1,12 @@
-"""The narrow contract every sink fulfils.
+"""The narrow contract every sink fulfils: ``SinkWriter`` (each call one transaction) and
+``SinkInspection`` (reads only).
 
-The runner owns the order (read checkpoint -> read a bounded batch -> ``write`` -> report); a sink
-never decides on its own to commit offsets. ``write`` commits the batch's rows and moves the
-checkpoint from each range's ``first`` to its ``next`` in one database transaction, as a
-compare-and-set: if another writer moved the checkpoint, nothing is committed and
-``CheckpointConflictError`` is raised.
+The runner owns the order of a run (read checkpoint -> read a bounded batch -> ``write`` ->
+report); a sink never decides on its own to commit offsets. ``write`` commits the batch's rows
+and moves the checkpoint from each range's ``first`` to its ``next`` in one database
+transaction, as a compare-and-set: if another writer moved the checkpoint, nothing is
+committed and ``CheckpointConflictError`` is raised. The steps of that transaction are written
+once, in ``sinks.write``; the order of writes in flight is owned by ``sinks.inflight``.
 """
 
 from __future__ import annotations
