@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from connector.batch import Gap
 from connector.librdkafka import EventedConsumer, given_up
@@ -139,7 +146,8 @@ def _retrying(what: str, timeout: float, attempt: Callable[[float], T]) -> T:
         try:
             return attempt(max(min(left, _ATTEMPT_TIMEOUT), 0.1))
         except KafkaException as exc:
-            error = classify(exc, what)
+            # A look-up of several partitions names the ones that failed (``list_offsets``).
+            error = classify(exc, getattr(exc, "where", what))
             cause = getattr(exc, "cause", None)
         if not error.transient or deadline - time.monotonic() < _RETRY_PAUSE:
             raise error
@@ -166,28 +174,82 @@ def watermarks(
     consumer: Consumer, topic: str, parts: list[int], timeout: float
 ) -> dict[int, tuple[int, int]]:
     """``partition -> (log start, high watermark)`` read fresh from the brokers, retrying
-    transient errors (a leader moving) for up to ``timeout`` s for all partitions together."""
+    transient errors (a leader moving) for up to ``timeout`` s for all partitions together.
+
+    Two round trips whatever the partition count: one ListOffsets request per partition leader
+    for the log starts, then one for the high watermarks (``list_offsets``). The high watermark
+    is what ``get_watermark_offsets`` gives: the same request, at the consumer's isolation level.
+    """
+    if not parts:
+        return {}
     deadline = time.monotonic() + timeout
-    result = {}
-    for p in parts:
-        tp = TopicPartition(topic, p)
+    low = list_offsets(consumer, topic, parts, OFFSET_BEGINNING, timeout)
+    high = list_offsets(consumer, topic, parts, OFFSET_END, max(deadline - time.monotonic(), 0.1))
+    return {p: (low[p], high[p]) for p in parts}
 
-        def attempt(seconds: float, tp: TopicPartition = tp) -> tuple[int, int]:
-            try:
-                low, high = consumer.get_watermark_offsets(tp, timeout=seconds, cached=False)
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if isinstance(error, KafkaError) and error.code() == KafkaError._UNKNOWN_PARTITION:
-                    # The topic's metadata listed it: what is unknown is its leader, for now.
-                    reason = f"{error.str()} (no leader known)"
-                    raise KafkaException(
-                        KafkaError(KafkaError.LEADER_NOT_AVAILABLE, reason)
-                    ) from None
-                raise
-            return int(low), int(high)
 
-        result[p] = _retrying(f"kafka {topic}/{p}", max(deadline - time.monotonic(), 0.1), attempt)
-    return result
+def list_offsets(
+    consumer: Consumer, topic: str, parts: list[int], query: int, timeout: float
+) -> dict[int, int]:
+    """``partition -> offset`` for ``query`` on every partition of ``parts`` at once: a
+    timestamp in ms (the first offset at or after it, -1 where there is none), or
+    ``OFFSET_BEGINNING`` / ``OFFSET_END`` for the log start / the high watermark.
+
+    librdkafka sends one ListOffsets request per partition leader (``offsets_for_times``), so
+    the cost is a round trip, not one per partition. A partition whose leader is not known
+    yet is asked again, alone with any others that failed, until ``timeout`` s in all; the
+    error names it (``kafka topic/partition: ...``).
+    """
+    found: dict[int, int] = {}
+
+    def attempt(seconds: float) -> dict[int, int]:
+        pending = [p for p in parts if p not in found]
+        asked = [TopicPartition(topic, p, query) for p in pending]
+        try:
+            answered = consumer.offsets_for_times(asked, timeout=seconds)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError._UNKNOWN_PARTITION:
+                exc = _leader_unknown(exc, error)  # none of the partitions asked has one
+            exc.where = _where(topic, pending)  # type: ignore[attr-defined]
+            raise exc from None
+        failed: dict[int, KafkaError] = {}
+        for tp in answered:
+            if tp.error is None:
+                found[tp.partition] = int(tp.offset)
+            else:
+                failed[tp.partition] = tp.error
+        unanswered = [p for p in pending if p not in found]
+        if unanswered:
+            # Only the leader look-up fails per partition (a broker's error fails the call).
+            first = next(iter(failed.values()), KafkaError(KafkaError._NOENT, "no answer"))
+            leaderless = _leader_unknown(KafkaException(first), first)
+            leaderless.where = _where(topic, unanswered)  # type: ignore[attr-defined]
+            raise leaderless
+        return found
+
+    return _retrying(f"kafka topic {topic}", timeout, attempt)
+
+
+def _leader_unknown(exc: KafkaException, error: KafkaError) -> KafkaException:
+    """The topic's metadata listed the partition: what is unknown is its leader, for now (a
+    transient error, whatever librdkafka's code for it)."""
+    leaderless = KafkaException(
+        KafkaError(KafkaError.LEADER_NOT_AVAILABLE, f"{error.str()} (no leader known)")
+    )
+    if hasattr(exc, "cause"):
+        leaderless.cause = exc.cause  # type: ignore[attr-defined]
+    return leaderless
+
+
+def _where(topic: str, parts: list[int]) -> str:
+    """``kafka topic/3``, ``kafka topic/0-999`` or ``kafka topic/4 and 2 more partitions``."""
+    if len(parts) == 1:
+        return f"kafka {topic}/{parts[0]}"
+    ordered = sorted(parts)
+    if ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"kafka {topic}/{ordered[0]}-{ordered[-1]}"
+    return f"kafka {topic}/{ordered[0]} and {len(ordered) - 1} more partitions"
 
 
 def plan_read(
@@ -250,13 +312,10 @@ def offsets_for_time(
 ) -> dict[int, int]:
     """The first offset at or after ``when`` per partition (the end offset where none is)."""
     parts = partitions(consumer, topic, timeout)
-    millis = int(when.timestamp() * 1000)
-    query = [TopicPartition(topic, p, millis) for p in parts]
-    found = _retrying(
-        f"kafka topic {topic}", timeout, lambda t: consumer.offsets_for_times(query, timeout=t)
-    )
-    marks = watermarks(consumer, topic, parts, timeout)
-    return {tp.partition: (tp.offset if tp.offset >= 0 else marks[tp.partition][1]) for tp in found}
+    found = list_offsets(consumer, topic, parts, int(when.timestamp() * 1000), timeout)
+    missing = [p for p in parts if found[p] < 0]
+    ends = list_offsets(consumer, topic, missing, OFFSET_END, timeout) if missing else {}
+    return {p: ends.get(p, found[p]) for p in parts}
 
 
 def commit_group_offsets(consumer: Consumer, topic: str, offsets: Mapping[int, int]) -> None:
