@@ -15,11 +15,14 @@ import re
 import threading
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.sql import Select
 
 from connector.batch import Batch, OffsetRange
 from kafka_etl.errors import (
@@ -29,6 +32,7 @@ from kafka_etl.errors import (
     first_line,
 )
 from sinks.base import (
+    CHECKPOINT_TABLE,
     ClosesOnExit,
     SchemaChange,
     TableAppeared,
@@ -189,6 +193,33 @@ class DuckDBSink(ClosesOnExit):
 
     def schema_history(self) -> list[SchemaChange]:
         return self._history.read(self._core)
+
+    def column_types(self) -> dict[str, str]:
+        rows = self._con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_name = ? AND table_schema = coalesce(?, current_schema())"
+            " ORDER BY ordinal_position",
+            [self.spec.table, self.spec.db_schema],
+        ).fetchall()
+        return {str(name): str(kind) for name, kind in rows}
+
+    def last_commit(self) -> datetime | None:
+        names = ("pipeline", "topic", "table_name", "updated_at")
+        c = sa.table(CHECKPOINT_TABLE, *map(sa.column, names))
+        latest = self.select(
+            sa.select(sa.func.max(c.c.updated_at)).where(
+                c.c.pipeline == self.spec.pipeline,
+                c.c.topic == self.spec.topic,
+                c.c.table_name == self.spec.display_name,
+            )
+        )[0][0]
+        return latest if isinstance(latest, datetime) else None  # TIMESTAMPTZ, TimeZone UTC
+
+    def select(self, statement: Select[Any]) -> list[tuple[Any, ...]]:
+        try:
+            return list(self._core.execute(statement))
+        except Exception as exc:
+            raise classify(exc, self._where) from exc
 
     def _read_schema(self) -> pa.Schema | None:
         exists = self._con.execute(

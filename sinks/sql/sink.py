@@ -20,12 +20,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.sql import Select
 
 from connector.batch import Batch
 from kafka_etl.errors import (
@@ -146,6 +148,35 @@ class SqlSink(ClosesOnExit):
             with self._engine.connect() as conn:
                 count = conn.execute(sa.select(sa.func.count()).select_from(self._table))
                 return int(count.scalar_one())
+        except Exception as exc:
+            raise classify(exc, self.where) from exc
+
+    def column_types(self) -> dict[str, str]:
+        if self._table is None:
+            return {}
+        dialect = self._engine.dialect
+        return {c.name: c.type.compile(dialect) for c in self._table.columns}
+
+    def last_commit(self) -> datetime | None:
+        c = self._checkpoints.table.c
+        latest = self.select(
+            sa.select(sa.func.max(c.updated_at)).where(
+                c.pipeline == self.spec.pipeline,
+                c.topic == self.spec.topic,
+                c.table_name == self.spec.display_name,
+            )
+        )[0][0]
+        if isinstance(latest, str):  # SQLite keeps text
+            latest = datetime.fromisoformat(latest)
+        if not isinstance(latest, datetime):
+            return None
+        # MariaDB and SQLite return the naive UTC value the sink wrote.
+        return latest if latest.tzinfo is not None else latest.replace(tzinfo=UTC)
+
+    def select(self, statement: Select[Any]) -> list[tuple[Any, ...]]:
+        try:
+            with self._engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(statement)]
         except Exception as exc:
             raise classify(exc, self.where) from exc
 
