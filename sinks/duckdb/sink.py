@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql import Select
 
 from connector.batch import Batch, OffsetRange
+from connector.names import IDENTITY_COLUMNS
 from kafka_etl.errors import (
     ConfigError,
     TerminalError,
@@ -54,7 +55,7 @@ from sinks.schema import SchemaPlan, plan_schema
 
 log = logging.getLogger(__name__)
 
-_IDENTITY = ("_topic", "_partition", "_offset")
+_IDENTITY = IDENTITY_COLUMNS
 _BATCH_VIEW = "_kafka_etl_batch"
 _TOMBSTONE_VIEW = "_kafka_etl_tombstones"
 # Aliases for the stored row and the incoming message in the upsert/delete guards.
