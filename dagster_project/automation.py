@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 from dagster import (
     DagsterInstance,
-    DagsterInvalidDefinitionError,
     DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
@@ -29,7 +28,7 @@ from dagster_project.resource import (
     config_digest,
 )
 from dagster_project.translator import PipelineTranslatorData
-from kafka_etl.errors import ConfigError, TransientError
+from kafka_etl.errors import TransientError
 
 if TYPE_CHECKING:  # not exported by dagster; what define_asset_job returns
     from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -48,18 +47,15 @@ def load_schedule(
     p = data.pipeline
     if p.schedule is None:
         return None
-    try:
-        return ScheduleDefinition(
-            name=f"{data.job_prefix}_schedule",
-            cron_schedule=p.schedule,
-            execution_timezone=p.schedule_timezone,
-            job=job,
-            default_status=status,
-            description=f"Loads {p.topic} into {p.table} at '{p.schedule}' ({p.schedule_timezone})",
-        )
-    except DagsterInvalidDefinitionError as exc:
-        msg = f"{data.project.source}: pipeline {p.name!r}, field 'schedule': {exc}"
-        raise ConfigError(msg) from None
+    # The Pipeline model checked the cron and the time zone (pipelines/checks.py).
+    return ScheduleDefinition(
+        name=f"{data.job_prefix}_schedule",
+        cron_schedule=p.schedule,
+        execution_timezone=p.schedule_timezone,
+        job=job,
+        default_status=status,
+        description=f"Loads {p.topic} into {p.table} at '{p.schedule}' ({p.schedule_timezone})",
+    )
 
 
 def checks_schedule(
@@ -68,20 +64,17 @@ def checks_schedule(
     cron: str,
     status: DefaultScheduleStatus = DefaultScheduleStatus.RUNNING,
 ) -> ScheduleDefinition:
-    """The checks on their own clock (``checks_schedule``, in ``schedule_timezone``)."""
+    """The checks on their own clock (``checks_schedule``, in ``schedule_timezone``); ``cron``
+    was checked by ``build_definitions`` (``pipelines.checks.cron``)."""
     p = data.pipeline
-    try:
-        return ScheduleDefinition(
-            name=f"{data.job_prefix}_checks_schedule",
-            cron_schedule=cron,
-            execution_timezone=p.schedule_timezone,
-            job=job,
-            default_status=status,
-            description=f"Checks {p.table} against {p.topic} at '{cron}'",
-        )
-    except DagsterInvalidDefinitionError as exc:
-        msg = f"checks_schedule {cron!r} (pipeline {p.name!r}): {exc}"
-        raise ConfigError(msg) from None
+    return ScheduleDefinition(
+        name=f"{data.job_prefix}_checks_schedule",
+        cron_schedule=cron,
+        execution_timezone=p.schedule_timezone,
+        job=job,
+        default_status=status,
+        description=f"Checks {p.table} against {p.topic} at '{cron}'",
+    )
 
 
 def run_key(name: str, high_watermarks: dict[int, int]) -> str:

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from dagster import Component, ComponentLoadContext, Definitions, EnvVar, Model, Resolvable
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from dagster_project.factory import (
     DEFAULT_CHECKS_SCHEDULE,
@@ -27,6 +27,7 @@ from dagster_project.factory import (
 from dagster_project.replays import RETAINED
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import KafkaEtlTranslator
+from pipelines import checks
 from pipelines.config import load_project
 
 CONFIG_ENV = "KAFKA_ETL_CONFIG"
@@ -88,6 +89,11 @@ class KafkaEtlComponent(Component, Resolvable, Model):
         default=True, description="Start the observation sensors switched on."
     )
     kafka: KafkaConnection = Field(default_factory=KafkaConnection)
+
+    @field_validator("checks_schedule")
+    @classmethod
+    def _checks_cron(cls, value: str | None) -> str | None:
+        return None if value is None else checks.cron(value)
 
     def translator(self) -> KafkaEtlTranslator:
         return KafkaEtlTranslator(key_prefix=tuple(self.key_prefix))

@@ -26,6 +26,8 @@ from dagster_project.observe import observation_sensor
 from dagster_project.replays import RETAINED, kafka_etl_replay_job
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import KafkaEtlTranslator
+from kafka_etl.errors import ConfigError
+from pipelines.checks import cron
 from pipelines.config import Project
 
 RESOURCE_KEY = "kafka_etl"
@@ -57,6 +59,12 @@ def build_definitions(
     by two runs at once; pipelines on SQL databases get an op (and a pool) each. The jobs run
     their single op in the run's own process (no second process to start per run).
     """
+    if checks_schedule is not None:
+        try:
+            cron(checks_schedule)
+        except ValueError as exc:
+            msg = f"checks_schedule: {exc}"
+            raise ConfigError(msg) from None
     translator = translator or KafkaEtlTranslator()
     datas = pipeline_data(project, None)
     groups = by_pool(datas).values()

@@ -170,7 +170,7 @@ def kafka_settings(settings: Settings, *, pipeline_level: bool) -> Settings:
     level = settings.get("isolation.level")
     if level is not None and level != ISOLATION_LEVEL:
         msg = (
-            f"setting 'isolation.level: {level}': kafka-etl reads read_committed; anything else"
+            f"setting 'isolation.level: {level}': kafka-etl reads {ISOLATION_LEVEL}; anything else"
             " would load the messages of aborted transactions"
         )
         raise ValueError(msg)

@@ -145,12 +145,13 @@ class PipelineDefinition:
         """``batch`` flattened per ``flatten:`` (see ``flattened``)."""
         return flattened(self.pipeline, batch)
 
-    def open_sink(self) -> Sink:
-        """The pipeline's sink, bound to its table; the caller closes it."""
+    def open_sink(self, *, lock_timeout: float | None = None) -> Sink:
+        """The pipeline's sink, bound to its table; the caller closes it. ``lock_timeout``
+        overrides the pipeline's (``0.0``: a reader that must not wait for a DuckDB writer)."""
         p = self.pipeline
         return open_sink(
             p.target.get_secret_value(),
             self.spec,
             base_dir=self.base_dir,
-            lock_timeout=p.lock_timeout,
+            lock_timeout=p.lock_timeout if lock_timeout is None else lock_timeout,
         )

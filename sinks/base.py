@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 import pyarrow as pa
+from sqlalchemy.sql import Select
 
 from connector.batch import Batch, OffsetRange
 
@@ -142,6 +143,21 @@ class SinkInspection(Protocol):
 
     def row_count(self) -> int:
         """Rows in the target table (0 if it does not exist)."""
+        ...
+
+    def column_types(self) -> dict[str, str]:
+        """The target table's columns, in table order, by the database's own type names
+        (``BIGINT``, ``JSONB``...); empty if the table does not exist yet."""
+        ...
+
+    def last_commit(self) -> datetime | None:
+        """When this pipeline's checkpoint in this table last moved (its newest committed
+        write), as an aware UTC datetime; None before the first."""
+        ...
+
+    def select(self, statement: Select[Any]) -> list[tuple[Any, ...]]:
+        """The rows of a read-only SQLAlchemy Core ``SELECT`` run on this target, outside any
+        write (the asset checks read the data this way; DuckDB compiles it as PostgreSQL)."""
         ...
 
     def schema_history(self) -> list[SchemaChange]:

@@ -25,10 +25,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from connector.batch import Batch
+from connector.names import IDENTITY_COLUMNS
 from kafka_etl.errors import RecordError
 from sinks.base import TableSpec
 
-_ORDER = ("_topic", "_partition", "_offset", "_timestamp")
+_ORDER = (*IDENTITY_COLUMNS, "_timestamp")
 _INDEX = "__kafka_etl_row"
 
 

@@ -62,6 +62,17 @@ class Checkpoints:
         rows = conn.execute(sa.select(c.partition, c.next_offset).where(self._mine))
         return {int(p): int(o) for p, o in rows}
 
+    def last_moved(self, conn: Conn) -> datetime | None:
+        """When this pipeline's checkpoint in this table last moved, as an aware UTC datetime
+        (MariaDB and SQLite return the naive UTC value written, SQLite as text)."""
+        latest = conn.execute(sa.select(sa.func.max(self.table.c.updated_at)).where(self._mine))
+        value = latest.scalar()
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if not isinstance(value, datetime):
+            return None
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
     def claim_unclaimed(self, conn: Conn) -> None:
         """Rows of this pipeline written before checkpoints named their table belong to its
         current table (by then its rows are still those of that table)."""

@@ -32,9 +32,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.sql import Select
 
 from connector.batch import Batch, OffsetRange
 from connector.names import IDENTITY_COLUMNS
@@ -175,6 +178,23 @@ class TransactionalSink(ClosesOnExit):
             with self._reading() as conn:
                 query = sa.select(sa.func.count()).select_from(self._rows)
                 return int(conn.execute(query).scalar() or 0)
+        except Exception as exc:
+            raise classify(exc, self.where) from exc
+
+    def column_types(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def last_commit(self) -> datetime | None:
+        try:
+            with self._reading() as conn:
+                return self._checkpoints.last_moved(conn)
+        except Exception as exc:
+            raise classify(exc, self.where) from exc
+
+    def select(self, statement: Select[Any]) -> list[tuple[Any, ...]]:
+        try:
+            with self._reading() as conn:
+                return [tuple(row) for row in conn.execute(statement)]
         except Exception as exc:
             raise classify(exc, self.where) from exc
 

@@ -216,7 +216,6 @@ class Message(Reader):
     def __init__(self, desc: Descriptor) -> None:
         self.desc = desc
         self.fields: list[tuple[FieldDescriptor, Reader]] = []
-        self.required: list[FieldDescriptor] = []
 
     def finish(self) -> None:
         self.struct = pa.struct([pa.field(fd.name, r.type) for fd, r in self.fields])

@@ -184,6 +184,15 @@ class DuckDBSink(TransactionalSink):
             self._schema = None
             raise
 
+    def column_types(self) -> dict[str, str]:
+        rows = self._con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_name = ? AND table_schema = coalesce(?, current_schema())"
+            " ORDER BY ordinal_position",
+            [self.spec.table, self.spec.db_schema],
+        ).fetchall()
+        return {str(name): str(kind) for name, kind in rows}
+
     def _read_schema(self) -> pa.Schema | None:
         exists = self._con.execute(
             "SELECT count(*) FROM information_schema.tables"

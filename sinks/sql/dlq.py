@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 
 from connector.dead_letters import DLQ_SCHEMA
+from connector.names import IDENTITY_COLUMNS
 from kafka_etl.errors import ConfigError
 from sinks.base import TableSpec
 from sinks.dead_letter_table import FIRST_SEEN, dlq_table_name
@@ -44,7 +45,7 @@ def dlq_table(spec: TableSpec, dialect: Dialect) -> sa.Table:
         name,
         sa.MetaData(),
         *columns,
-        sa.PrimaryKeyConstraint("_topic", "_partition", "_offset"),
+        sa.PrimaryKeyConstraint(*IDENTITY_COLUMNS),
         schema=spec.db_schema,
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",

@@ -134,6 +134,12 @@ class SqlSink(TransactionalSink):
             raise ConfigError(msg)
         self._table, self._schema = table, tables.arrow_schema(conn, table)
 
+    def column_types(self) -> dict[str, str]:
+        if self._table is None:
+            return {}
+        dialect = self._engine.dialect
+        return {c.name: c.type.compile(dialect) for c in self._table.columns}
+
     def _check_fields(self, fields: tuple[pa.Field, ...]) -> None:
         tables.check_fields(fields, self.spec, self._engine.dialect)
 

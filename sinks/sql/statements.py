@@ -23,9 +23,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
+from connector.names import IDENTITY_COLUMNS
 from sinks.capabilities import Capabilities
 
-ORDER_COLUMNS = ("_topic", "_partition", "_offset", "_timestamp")
+ORDER_COLUMNS = (*IDENTITY_COLUMNS, "_timestamp")
 # MySQL assignment order for the guard columns (see the module docstring).
 _MYSQL_LAST = ("_offset", "_partition", "_topic", "_timestamp")
 

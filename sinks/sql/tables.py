@@ -33,12 +33,13 @@ from sqlalchemy.schema import ExecutableDDLElement
 from sqlalchemy.sql.compiler import DDLCompiler
 from sqlalchemy.types import TypeEngine
 
+from connector.names import IDENTITY_COLUMNS
 from kafka_etl.errors import ConfigError, SchemaConflictError, SinkUnavailableError
 from sinks.base import CHECKPOINT_TABLE, TableSpec
 from sinks.capabilities import capabilities
 from sinks.sql.types import arrow_type, bounded_text, column_type, exact_collation, key_text_length
 
-IDENTITY = ("_topic", "_partition", "_offset")
+IDENTITY = IDENTITY_COLUMNS
 # The primary key of append tables: the same columns, the offset first. PostgreSQL's B-tree then
 # decides most comparisons on one integer instead of the (always equal) topic text and
 # partition: 1,000,000 rows COPYed in 20 batches took 5.5 s of server time instead of 6.4 s, and

@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, FreshnessPolicy
 
+from dagster_project.component import KafkaEtlComponent
+from dagster_project.factory import build_definitions
 from kafka_etl.errors import ConfigError
-from tests.dagster.support import EVENTS, TARGET, definitions
+from pipelines.config import load_project
+from tests.dagster.support import EVENTS, TARGET, definitions, resource
 from tests.helpers import write_pipelines
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,6 +74,19 @@ def test_definition_mistakes_name_the_file_pipeline_and_field(
         definitions(path)
     assert str(error.value).startswith(f"{path}: pipeline 'events', ")
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("cron", ["61 * * * *", "0 0 * * * *", "@fortnightly", "0 0 31 2 *"])
+def test_a_bad_checks_schedule_is_refused_by_the_component_model_and_the_factory(
+    tmp_path: Path, cron: str
+) -> None:
+    with pytest.raises(ValueError, match="is not a cron schedule"):
+        KafkaEtlComponent(checks_schedule=cron)
+    path = write_pipelines(
+        tmp_path, "127.0.0.1:9092", {"events": {"topic": "t", "target": TARGET, "table": "e"}}
+    )
+    with pytest.raises(ConfigError, match=r"^checks_schedule: .* is not a cron schedule"):
+        build_definitions(load_project(path), resource(path), checks_schedule=cron)
 
 
 def test_dg_lists_and_checks_the_component_defs(tmp_path: Path) -> None:

@@ -257,8 +257,8 @@ def test_progress_lines_give_offsets_rows_rate_and_eta() -> None:
 
 EXPECTED_TYPES = {  # the database's own name for a JSON integer and for _timestamp
     "duckdb": ("BIGINT", "TIMESTAMP WITH TIME ZONE"),
-    "postgresql": ("bigint", "timestamp with time zone"),
-    "mariadb": ("bigint", "datetime"),
+    "postgresql": ("BIGINT", "TIMESTAMP WITH TIME ZONE"),
+    "mariadb": ("BIGINT", "DATETIME"),
     "sqlite": ("BIGINT", "DATETIME"),
 }
 
@@ -286,5 +286,5 @@ def test_the_table_side_reads_rows_checkpoints_last_load_and_database_types_on_e
     assert side.checkpoints == high_watermarks(kafka_bootstrap, topic, 2)
     assert side.last_load is not None
     integer, timestamp = EXPECTED_TYPES[data.backend.replace("mysql", "mariadb")]
-    assert side.column_types["seq"] == integer
+    assert side.column_types["seq"].startswith(integer), side.column_types  # BIGINT(20)
     assert side.column_types["_timestamp"].startswith(timestamp), side.column_types
