@@ -29,21 +29,10 @@ from pathlib import Path
 import sqlalchemy as sa
 import yaml
 from bench_json import event
-from common import REPO, bootstrap, make_topic
+from bench_postgres import server_url
+from common import bootstrap, make_topic
 
 _MAIN = "import sys; from pipelines.cli import main; sys.argv[0] = 'kafka-etl'; main()"
-
-
-def postgres_url() -> str:
-    if env := os.environ.get("KAFKA_ETL_BENCH_POSTGRESQL_URL"):
-        return env
-    out = subprocess.run(
-        [str(REPO / "scripts" / "local-db"), "start", "postgresql"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip().splitlines()[-1]
 
 
 def one_run(tree: Path, servers: str, topic: str, target: str, workdir: Path) -> float:
@@ -88,7 +77,7 @@ def main() -> None:
     topic = make_topic(servers, args.messages, event, "bench-trees")
     print(f"{args.messages:,} JSON events on {topic}; before={trees['before']}")
     print(f"after={trees['after']}; {args.repeat} runs each, alternating")
-    admin_url = postgres_url() if "postgresql" in args.targets else ""
+    admin_url = server_url() if "postgresql" in args.targets else ""
     for kind in args.targets.split(","):
         rates: dict[str, list[float]] = {"before": [], "after": []}
         with tempfile.TemporaryDirectory() as tmp:
