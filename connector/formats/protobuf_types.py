@@ -181,8 +181,15 @@ class _Compiler:
                 return Map(self.message(desc))
             item: Reader = JsonText(desc) if desc.full_name in _JSON_TYPES else self.message(desc)
         else:
-            item = Scalar(fd, presence=fd.has_presence and not fd.is_repeated)
-        return Repeated(item) if fd.is_repeated else item
+            item = Scalar(fd, presence=fd.has_presence and not _is_repeated(fd))
+        return Repeated(item) if _is_repeated(fd) else item
+
+
+def _is_repeated(fd: FieldDescriptor) -> bool:
+    """protobuf 6.31 added ``is_repeated`` and 6.32 deprecates ``label``; protobuf 5 (the floor,
+    which grpcio-tools before 1.72 and many other packages still pin) has only ``label``."""
+    repeated = getattr(fd, "is_repeated", None)
+    return bool(fd.label == F.LABEL_REPEATED if repeated is None else repeated)
 
 
 def compile_message(desc: Descriptor) -> Message:
