@@ -60,14 +60,16 @@ test-lowest: services
 	  .local/venv-uv/bin/python -m pip install -q uv; }
 	rm -rf $(LOWEST) $(CORE)
 	$(UV) venv -q -p $(PYTHON) $(LOWEST)
+	@# --compile-bytecode, as pip does: without .pyc files (and with PYTHONDONTWRITEBYTECODE set)
+	@# every CLI start would compile SQLAlchemy and the rest again, a second of CPU per process.
 	timeout 600 $(UV) pip install -q -p $(LOWEST)/bin/python --resolution lowest-direct \
-	  -e '.[postgres,mysql,protobuf]'
+	  --compile-bytecode -e '.[postgres,mysql,protobuf]'
 	timeout 300 $(UV) pip install -q -p $(LOWEST)/bin/python pytest pytest-timeout hypothesis
 	@echo "lowest versions:"; $(UV) pip freeze -p $(LOWEST)/bin/python | tr '\n' ' '; echo
 	$(UV) venv -q -p $(PYTHON) $(CORE)
 	@# setuptools builds in the tree: a stale build/ could ship files the tree no longer has.
 	rm -rf build
-	timeout 600 $(UV) pip install -q -p $(CORE)/bin/python .
+	timeout 600 $(UV) pip install -q -p $(CORE)/bin/python --compile-bytecode .
 	KAFKA_ETL_INSTALLED_PYTHONS=$(CURDIR)/$(LOWEST)/bin/python:$(CURDIR)/$(CORE)/bin/python \
 	  timeout $(TEST_LOWEST_TIMEOUT) $(LOWEST)/bin/python -m pytest -p no:cacheprovider \
 	  -m 'not slow' tests/unit tests/install tests/integration/test_sinks.py
