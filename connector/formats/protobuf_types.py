@@ -20,7 +20,15 @@ import numpy as np
 import pyarrow as pa
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from connector.formats.protobuf_reader import F, Map, Message, Reader, Repeated, Scalar
+from connector.formats.protobuf_reader import (
+    F,
+    Map,
+    Message,
+    Reader,
+    Repeated,
+    Scalar,
+    is_repeated,
+)
 from connector.formats.protobuf_wire import LEN, Tokens
 from connector.formats.vector import Cursor, binary_array
 
@@ -181,15 +189,8 @@ class _Compiler:
                 return Map(self.message(desc))
             item: Reader = JsonText(desc) if desc.full_name in _JSON_TYPES else self.message(desc)
         else:
-            item = Scalar(fd, presence=fd.has_presence and not _is_repeated(fd))
-        return Repeated(item) if _is_repeated(fd) else item
-
-
-def _is_repeated(fd: FieldDescriptor) -> bool:
-    """protobuf 6.31 added ``is_repeated`` and 6.32 deprecates ``label``; protobuf 5 (the floor,
-    which grpcio-tools before 1.72 and many other packages still pin) has only ``label``."""
-    repeated = getattr(fd, "is_repeated", None)
-    return bool(fd.label == F.LABEL_REPEATED if repeated is None else repeated)
+            item = Scalar(fd, presence=fd.has_presence and not is_repeated(fd))
+        return Repeated(item) if is_repeated(fd) else item
 
 
 def compile_message(desc: Descriptor) -> Message:
