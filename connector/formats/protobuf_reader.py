@@ -28,6 +28,19 @@ from connector.formats.vector import (
 
 F = FieldDescriptor
 
+
+# protobuf 6.31 added ``is_repeated`` and ``is_required``, and 6.32 deprecates ``label``; protobuf 5
+# (the floor, which grpcio-tools before 1.72 and many other packages still pin) has only ``label``.
+def is_repeated(fd: FieldDescriptor) -> bool:
+    value = getattr(fd, "is_repeated", None)
+    return bool(fd.label == F.LABEL_REPEATED if value is None else value)
+
+
+def is_required(fd: FieldDescriptor) -> bool:
+    value = getattr(fd, "is_required", None)
+    return bool(fd.label == F.LABEL_REQUIRED if value is None else value)
+
+
 _WIRE = {
     F.TYPE_DOUBLE: I64,
     F.TYPE_FLOAT: I32,
@@ -243,7 +256,7 @@ class Message(Reader):
         children = []
         for (fd, reader), a, b in zip(self.fields, lo.tolist(), hi.tolist(), strict=True):
             mine = tokens.slice(a, b)
-            if fd.is_required:
+            if is_required(fd):
                 present = np.zeros(n, bool)
                 present[mine.row] = True
                 if not present.all():

@@ -20,7 +20,15 @@ import numpy as np
 import pyarrow as pa
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from connector.formats.protobuf_reader import F, Map, Message, Reader, Repeated, Scalar
+from connector.formats.protobuf_reader import (
+    F,
+    Map,
+    Message,
+    Reader,
+    Repeated,
+    Scalar,
+    is_repeated,
+)
 from connector.formats.protobuf_wire import LEN, Tokens
 from connector.formats.vector import Cursor, binary_array
 
@@ -181,8 +189,8 @@ class _Compiler:
                 return Map(self.message(desc))
             item: Reader = JsonText(desc) if desc.full_name in _JSON_TYPES else self.message(desc)
         else:
-            item = Scalar(fd, presence=fd.has_presence and not fd.is_repeated)
-        return Repeated(item) if fd.is_repeated else item
+            item = Scalar(fd, presence=fd.has_presence and not is_repeated(fd))
+        return Repeated(item) if is_repeated(fd) else item
 
 
 def compile_message(desc: Descriptor) -> Message:
