@@ -83,7 +83,10 @@ def test_a_plan_restricted_to_a_shard_keeps_only_its_partitions() -> None:
         start={p: 10 * p for p in range(5)},
         end={p: 10 * p + 5 for p in range(5)},
         unrecorded=frozenset({3, 4}),
-        gaps=(Gap(partition=1, expected=0, log_start=10), Gap(partition=2, expected=0, log_start=20)),
+        gaps=(
+            Gap(partition=1, expected=0, log_start=10),
+            Gap(partition=2, expected=0, log_start=20),
+        ),
         base={1: 0, 2: 0},
     )
     odd = shard_plan(plan, Shard(1, 2))
