@@ -233,8 +233,7 @@ def _owned(plan: ReadPlan, shard: Shard) -> ReadPlan:
     owned = shard_plan(plan, shard)
     if not owned.start:
         log.warning(
-            "warning: shard %s owns no partition of topic %s (partitions: %s);"
-            " nothing to load",
+            "warning: shard %s owns no partition of topic %s (partitions: %s); nothing to load",
             shard,
             plan.topic,
             _listed(sorted(plan.start)),
