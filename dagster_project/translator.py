@@ -24,7 +24,6 @@ META_TARGET = "kafka_etl/target"
 META_MODE = "kafka_etl/mode"
 
 
-
 @dataclass(frozen=True)
 class PipelineTranslatorData(PipelineDefinition):
     """One pipeline and the file it came from: what a translator needs to name things, on top
