@@ -206,8 +206,9 @@ def run_pipeline(
         checkpoints = sink.read_checkpoints()
         if shard is not None:
             checkpoints = {p: o for p, o in checkpoints.items() if shard.owns(p)}
-        # The other shards' partitions have no checkpoint here, so planning them can neither
-        # fail nor wait on their data; they are dropped from the plan right after.
+        # plan_read looks up the whole topic. Without their checkpoints, the other shards'
+        # partitions cannot fail it (a gap, a recreated topic: their shard reports those); only
+        # their watermarks are asked for, and they are dropped from the plan right after.
         plan = plan_read(
             consumer,
             pipeline.topic,
