@@ -42,6 +42,7 @@ from pipelines.runner import (
     reset_pipeline,
     run_pipeline,
 )
+from pipelines.shards import Shard, ShardError, check_shard, parse_shard, shard_of
 
 app = typer.Typer(
     add_completion=False,
@@ -63,6 +64,38 @@ ConfigOption = Annotated[
         show_default=True,
     ),
 ]
+
+
+def _parse_shard(text: str | None) -> Shard | None:
+    if text is None:
+        return None
+    try:
+        return parse_shard(text)
+    except ShardError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+ShardOption = Annotated[
+    Shard | None,
+    typer.Option(
+        "--shard",
+        metavar="K/N",
+        parser=_parse_shard,
+        help="Load only shard K of N (numbered from 0): the partitions p with p % N == K.",
+    ),
+]
+
+
+def _shard_of_pipeline(
+    ctx: typer.Context, project: Project, name: str, shard: Shard | None
+) -> None:
+    """A shard of another split than the pipeline's ``shards: N`` is a usage error."""
+    if shard is None:
+        return
+    try:
+        check_shard(shard, project.pipeline(name).declared_shards, name)
+    except ShardError as exc:
+        raise typer.BadParameter(str(exc), ctx=ctx, param_hint="'--shard'") from None
 
 
 VerboseOption = Annotated[
@@ -103,12 +136,17 @@ def run(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Pipeline to run.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    shard: ShardOption = None,
 ) -> None:
-    """Load everything up to the current high watermarks, exactly once."""
+    """Load everything up to the current high watermarks, exactly once (with --shard, only
+    that shard's partitions; the other shards' checkpoints are left alone)."""
     project = _project(ctx)
+    _shard_of_pipeline(ctx, project, name, shard)
     bar = _LazyBar(enabled=not as_json)
     try:
-        result = run_pipeline(project, name, on_start=bar.start, on_progress=bar.update)
+        result = run_pipeline(
+            project, name, shard=shard, on_start=bar.start, on_progress=bar.update
+        )
     finally:
         bar.stop()
     _report_to_dagster(project, name, result)
@@ -117,7 +155,7 @@ def run(
         return
     ranges = ", ".join(str(r) for r in result.ranges.values()) or "nothing new"
     out.print(
-        f"{result.pipeline}: {result.rows:,} rows into {escape(result.table)} in"
+        f"{_who(result)}: {result.rows:,} rows into {escape(result.table)} in"
         f" {result.seconds:.2f}s ({result.rows_per_second:,.0f} rows/s); offsets {escape(ranges)}"
     )
     if result.tombstones:
@@ -155,7 +193,7 @@ def status(
         report: dict[str, Any] = {"pipeline": name}
         try:
             pipeline = project.pipeline(name)
-            report.update(topic=pipeline.topic, table=pipeline.table)
+            report.update(topic=pipeline.topic, table=pipeline.table, shards=pipeline.shards)
             rows = pipeline_status(project, name)
         except KafkaEtlError as exc:
             worst = exits.worse(worst, exits.exit_code(exc))
@@ -163,20 +201,24 @@ def status(
             reports.append({**report, "partitions": [], "lag": None, "error": str(exc)})
             continue
         lag = sum(s.lag for s in rows)
-        reports.append(
-            {**report, "partitions": [_partition_json(s) for s in rows], "lag": lag, "error": None}
-        )
+        shards = pipeline.shards
+        partitions = [_partition_json(s, shards) for s in rows]
+        reports.append({**report, "partitions": partitions, "lag": lag, "error": None})
         if not as_json:
-            out.print(_status_table(f"{name}: {pipeline.topic} -> {pipeline.table}", rows))
+            title = f"{name}: {pipeline.topic} -> {pipeline.table}"
+            if shards > 1:
+                title += f" ({shards} shards: partition p in shard p % {shards})"
+            out.print(_status_table(title, rows, shards))
     if as_json:
         out.print_json(json.dumps(reports))
     if worst != exits.OK:
         raise typer.Exit(worst)
 
 
-def _partition_json(s: PartitionLag) -> dict[str, Any]:
+def _partition_json(s: PartitionLag, shards: int) -> dict[str, Any]:
     return {
         "partition": s.partition,
+        "shard": shard_of(s.partition, shards),
         "checkpoint": s.position,
         "log_start": s.log_start,
         "high_watermark": s.high_watermark,
@@ -184,19 +226,26 @@ def _partition_json(s: PartitionLag) -> dict[str, Any]:
     }
 
 
-def _status_table(title: str, rows: list[PartitionLag]) -> Table:
+def _status_table(title: str, rows: list[PartitionLag], shards: int = 1) -> Table:
+    """One row per partition; a shard column when the pipeline has more than one shard."""
     table = Table(title=escape(title), title_justify="left")
-    for column in ("partition", "checkpoint", "log start", "high watermark", "lag"):
+    sharded = shards > 1
+    columns = ("partition", "shard") if sharded else ("partition",)
+    for column in (*columns, "checkpoint", "log start", "high watermark", "lag"):
         table.add_column(column, justify="right")
     for s in rows:
+        shard = (f"{shard_of(s.partition, shards)}/{shards}",) if sharded else ()
         table.add_row(
             str(s.partition),
+            *shard,
             "-" if s.position is None else f"{s.position:,}",
             f"{s.log_start:,}",
             f"{s.high_watermark:,}",
             f"{s.lag:,}",
         )
-    table.add_row("total", "", "", "", f"{sum(s.lag for s in rows):,}", style="bold")
+    blanks = ("",) * (len(columns) - 1)
+    total = f"{sum(s.lag for s in rows):,}"
+    table.add_row("total", *blanks, "", "", "", total, style="bold")
     return table
 
 
@@ -309,8 +358,10 @@ def backfill(
     ] = None,
     to_offset: Annotated[int | None, typer.Option(min=0, help="Last offset (exclusive).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    shard: ShardOption = None,
 ) -> None:
-    """Replay an already-loaded range (by time or by offsets); the checkpoint never moves."""
+    """Replay an already-loaded range (by time or by offsets); the checkpoint never moves.
+    With --shard, only that shard's partitions are replayed."""
     try:
         wanted = replay_range(
             CLI_NAMES,
@@ -323,6 +374,13 @@ def backfill(
     except RangeError as exc:
         ctx.fail(str(exc))
     project = _project(ctx)
+    _shard_of_pipeline(ctx, project, name, shard)
+    if shard is not None and partition is not None and not shard.owns(partition):
+        msg = (
+            f"partition {partition} belongs to shard {shard_of(partition, shard.count)}/"
+            f"{shard.count}, not to shard {shard}"
+        )
+        raise typer.BadParameter(msg, ctx=ctx, param_hint="'--shard'")
     bar = _LazyBar(enabled=not as_json)
     try:
         result = replay_pipeline(
@@ -331,6 +389,7 @@ def backfill(
             since=wanted.since,
             until=wanted.until,
             offsets=wanted.offsets,
+            shard=shard,
             on_start=bar.start,
             on_progress=bar.update,
         )
@@ -341,7 +400,7 @@ def backfill(
         return
     ranges = ", ".join(str(r) for r in result.ranges.values()) or "nothing loaded in that range"
     out.print(
-        f"{result.pipeline}: replayed {result.rows:,} rows into {escape(result.table)} in"
+        f"{_who(result)}: replayed {result.rows:,} rows into {escape(result.table)} in"
         f" {result.seconds:.2f}s; offsets {ranges}; table rows: {_count(result.table_rows)}"
     )
     for gap in result.gaps:
@@ -414,6 +473,11 @@ def _report_to_dagster(project: Project, name: str, result: RunResult) -> None:
         err.print(escape(f"kafka-etl: warning: not recorded in Dagster ($DAGSTER_HOME): {exc}"))
 
 
+def _who(result: RunResult) -> str:
+    """The pipeline a summary is of, and its shard if the run loaded one."""
+    return result.pipeline if result.shard is None else f"{result.pipeline} (shard {result.shard})"
+
+
 def _count(rows: int | None) -> str:
     return "unknown" if rows is None else f"{rows:,}"
 
@@ -421,6 +485,7 @@ def _count(rows: int | None) -> str:
 def _summary(result: RunResult) -> dict[str, Any]:
     return {
         "pipeline": result.pipeline,
+        "shard": None if result.shard is None else str(result.shard),
         "topic": result.topic,
         "table": result.table,
         "rows": result.rows,

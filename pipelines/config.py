@@ -151,6 +151,12 @@ class Pipeline(BaseModel):
     batch_max_rows: int = Field(default=200_000, gt=0)
     batch_max_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     lock_timeout: float = Field(default=60.0, ge=0, description="seconds to wait for a DuckDB file")
+    shards: int = Field(
+        default=1,
+        ge=1,
+        description="split the partitions into this many shards (partition p in shard p % N),"
+        " each loaded by its own `kafka-etl run NAME --shard K/N` (K from 0)",
+    )
     schedule: str | None = None
     schedule_timezone: str = Field(default="UTC", min_length=1)
     lag_threshold: int = Field(default=1, ge=1)
@@ -248,6 +254,11 @@ class Pipeline(BaseModel):
                 f"'columns' fixes JSON types; format {self.format!r} takes its types from the data"
             )
             raise ValueError(msg)
+
+    @property
+    def declared_shards(self) -> int | None:
+        """``shards`` if the file sets it (then ``--shard K/N`` must use that N), else None."""
+        return self.shards if "shards" in self.model_fields_set else None
 
     @property
     def consumer_group(self) -> str:

@@ -48,6 +48,7 @@ from pipelines.definition import (
     table_spec,
 )
 from pipelines.process import bulk_allocation, limit_malloc_arenas
+from pipelines.shards import Shard, ShardError, check_shard, shard_of, shard_plan
 from sinks.base import SchemaChange, Sink, WriteResult
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class RunResult:
     table_rows: int | None  # None: unknown (the database went away after the last commit)
     schema: pa.Schema | None = field(default=None)
     dead_lettered: int = 0
+    shard: Shard | None = None  # None: the run covered every partition
 
     @property
     def rows_per_second(self) -> float:
@@ -185,22 +187,59 @@ def run_pipeline(
     project: Project,
     name: str,
     *,
+    shard: Shard | None = None,
     on_start: Callable[[ReadPlan], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> RunResult:
-    """Load everything up to the high watermarks taken now; return what was committed."""
+    """Load everything up to the high watermarks taken now; return what was committed.
+
+    With ``shard``, only the partitions that shard owns (``pipelines.shards``): the plan, the
+    checkpoints moved and the consumer group's offsets committed are theirs alone. The shard
+    is a pipeline of its own for ``start: latest``: its partitions start at the end while it
+    has no checkpoint, whatever the other shards committed.
+    """
     pipeline = project.pipeline(name)
+    _check_shard(pipeline, shard)
     started = time.monotonic()
     limit_malloc_arenas()  # before the consumer's and the writer's threads exist
     with _connections(project, pipeline) as (sink, consumer):
+        checkpoints = sink.read_checkpoints()
+        if shard is not None:
+            checkpoints = {p: o for p, o in checkpoints.items() if shard.owns(p)}
+        # plan_read looks up the whole topic. Without their checkpoints, the other shards'
+        # partitions cannot fail it (a gap, a recreated topic: their shard reports those); only
+        # their watermarks are asked for, and they are dropped from the plan right after.
         plan = plan_read(
             consumer,
             pipeline.topic,
-            sink.read_checkpoints(),
+            checkpoints,
             start=pipeline.start,
             on_data_loss=pipeline.on_data_loss,
         )
-        return _load(pipeline, sink, consumer, plan, started, False, on_start, on_progress)
+        if shard is not None:
+            plan = _owned(plan, shard)
+        return _load(pipeline, sink, consumer, plan, started, False, on_start, on_progress, shard)
+
+
+def _check_shard(pipeline: Pipeline, shard: Shard | None) -> None:
+    if shard is None:
+        return
+    try:
+        check_shard(shard, pipeline.declared_shards, pipeline.name)
+    except ShardError as exc:
+        raise TerminalError(str(exc)) from None
+
+
+def _owned(plan: ReadPlan, shard: Shard) -> ReadPlan:
+    owned = shard_plan(plan, shard)
+    if not owned.start:
+        log.warning(
+            "warning: shard %s owns no partition of topic %s (partitions: %s); nothing to load",
+            shard,
+            plan.topic,
+            _listed(sorted(plan.start)),
+        )
+    return owned
 
 
 def replay_pipeline(
@@ -210,6 +249,7 @@ def replay_pipeline(
     since: datetime | None = None,
     until: datetime | None = None,
     offsets: dict[int, tuple[int, int]] | None = None,
+    shard: Shard | None = None,
     on_start: Callable[[ReadPlan], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> RunResult:
@@ -217,14 +257,18 @@ def replay_pipeline(
 
     Only offsets below the checkpoint are replayed (the rest belongs to the next normal run),
     and the checkpoint never moves. Append tables get the range deleted and inserted again in
-    one transaction per batch; upsert tables get the offset-guarded upsert.
+    one transaction per batch; upsert tables get the offset-guarded upsert. With ``shard``,
+    only the partitions that shard owns are replayed.
     """
     pipeline = project.pipeline(name)
+    _check_shard(pipeline, shard)
     started = time.monotonic()
     limit_malloc_arenas()
     with _connections(project, pipeline) as (sink, consumer):
-        plan = plan_replay(consumer, pipeline.topic, sink.read_checkpoints(), since, until, offsets)
-        return _load(pipeline, sink, consumer, plan, started, True, on_start, on_progress)
+        plan = plan_replay(
+            consumer, pipeline.topic, sink.read_checkpoints(), since, until, offsets, shard
+        )
+        return _load(pipeline, sink, consumer, plan, started, True, on_start, on_progress, shard)
 
 
 def plan_replay(
@@ -234,14 +278,25 @@ def plan_replay(
     since: datetime | None,
     until: datetime | None,
     offsets: dict[int, tuple[int, int]] | None,
+    shard: Shard | None = None,
 ) -> ReadPlan:
     parts = partitions(consumer, topic, 10.0)
-    marks = watermarks(consumer, topic, parts, timeout=10.0)
     if offsets is not None:
         unknown = sorted(set(offsets) - set(parts))
         if unknown:
             msg = f"topic {topic!r} has no partition {unknown[0]} (partitions: {parts})"
             raise TerminalError(msg)
+    if shard is not None:
+        parts = shard.select(parts)
+        other = sorted(set(offsets or ()) - set(parts))
+        if other:
+            msg = (
+                f"{topic}/{other[0]} belongs to shard {shard_of(other[0], shard.count)}/"
+                f"{shard.count}, not to shard {shard}"
+            )
+            raise TerminalError(msg)
+    marks = watermarks(consumer, topic, parts, timeout=10.0)
+    if offsets is not None:
         wanted = offsets
     else:
         if since is None or until is None or until <= since:
@@ -275,6 +330,7 @@ def _load(
     replay: bool,
     on_start: Callable[[ReadPlan], None] | None,
     on_progress: Callable[[Progress], None] | None,
+    shard: Shard | None = None,
 ) -> RunResult:
     if on_start is not None:
         on_start(plan)
@@ -308,6 +364,8 @@ def _load(
         return fit
 
     def committed(done: tuple[Batch, WriteResult]) -> None:
+        # The partitions of this run's plan only: a shard never moves another shard's group
+        # offsets (a commit names its partitions, and the broker keeps the others as they are).
         if not replay:
             commit_group_offsets(consumer, pipeline.topic, tally.next_offsets)
         if on_progress is not None:
@@ -361,6 +419,7 @@ def _load(
         table_rows=table_rows,
         schema=schema,
         dead_lettered=tally.dead_lettered,
+        shard=shard,
     )
 
 

@@ -176,10 +176,13 @@ def test_status_shows_the_healthy_and_one_line_per_broken_pipeline(
     report = {p["pipeline"]: p for p in json.loads(as_json.stdout)}
     assert list(report) == ["a_ok", "b_gone", "c_ok"]
     assert report["a_ok"]["error"] is None and report["a_ok"]["lag"] == 7
+    assert report["a_ok"]["shards"] == 1  # unsharded: every partition in shard 0
     assert report["a_ok"]["partitions"] == [
-        {"partition": 0, "checkpoint": 50, "log_start": 0, "high_watermark": 50, "lag": 0},
-        {"partition": 1, "checkpoint": 0, "log_start": 0, "high_watermark": 7, "lag": 7},
-    ]
+        {"partition": 0, "shard": 0, "checkpoint": 50, "log_start": 0, "high_watermark": 50,
+         "lag": 0},
+        {"partition": 1, "shard": 0, "checkpoint": 0, "log_start": 0, "high_watermark": 7,
+         "lag": 7},
+    ]  # fmt: skip
     assert report["c_ok"]["lag"] == 57 and report["c_ok"]["partitions"][0]["checkpoint"] is None
     assert f"topic '{doomed}'" in report["b_gone"]["error"]
     assert report["b_gone"]["partitions"] == [] and report["b_gone"]["lag"] is None
