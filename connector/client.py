@@ -260,8 +260,12 @@ def plan_read(
     start: str = "earliest",
     on_data_loss: str = "fail",
     timeout: float = LOOKUP_DEADLINE,
+    owns: Callable[[int], bool] | None = None,
 ) -> ReadPlan:
     """Fix the range of a run: from each checkpoint to each high watermark taken now.
+
+    ``owns`` narrows the run to the partitions it accepts (a shard's): only theirs are looked
+    up, so another shard's partition without a leader cannot delay or fail this one.
 
     Partitions without a checkpoint start at the log start, or at the end for ``start: latest``
     when the pipeline has never committed anything. Partitions added to the topic later always
@@ -270,6 +274,8 @@ def plan_read(
     """
     deadline = time.monotonic() + timeout
     parts = partitions(consumer, topic, timeout)
+    if owns is not None:
+        parts = [p for p in parts if owns(p)]
     marks = watermarks(consumer, topic, parts, max(deadline - time.monotonic(), 0.1))
     begin: dict[int, int] = {}
     gaps: list[Gap] = []

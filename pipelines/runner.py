@@ -206,15 +206,14 @@ def run_pipeline(
         checkpoints = sink.read_checkpoints()
         if shard is not None:
             checkpoints = {p: o for p, o in checkpoints.items() if shard.owns(p)}
-        # plan_read looks up the whole topic. Without their checkpoints, the other shards'
-        # partitions cannot fail it (a gap, a recreated topic: their shard reports those); only
-        # their watermarks are asked for, and they are dropped from the plan right after.
+        # Only the shard's own partitions are looked up and planned.
         plan = plan_read(
             consumer,
             pipeline.topic,
             checkpoints,
             start=pipeline.start,
             on_data_loss=pipeline.on_data_loss,
+            owns=shard.owns if shard is not None else None,
         )
         if shard is not None:
             plan = _owned(plan, shard)
