@@ -430,7 +430,7 @@ def _lag_after(sink: Sink, consumer: Consumer, topic: str, parts: list[int]) -> 
         after = watermarks(consumer, topic, parts, timeout=_LAG_AFTER_TIMEOUT)
         checkpoints = sink.read_checkpoints()
     except KafkaEtlError as exc:
-        log.warning("kafka-etl: warning: lag after the run is unknown: %s", plain(exc))
+        log.warning("warning: lag after the run is unknown: %s", plain(exc))
         return {}
     return {p: PartitionLag(p, checkpoints.get(p), *after[p]).lag for p in after}
 
@@ -442,7 +442,7 @@ def _table_after(sink: Sink) -> tuple[int | None, pa.Schema | None]:
         return sink.row_count(), sink.table_schema()
     except Exception as exc:  # classify re-raises what it cannot name: that is a bug
         error = classify(exc, sink.spec.display_name)
-        log.warning("kafka-etl: warning: the table after the run is unknown: %s", error)
+        log.warning("warning: the table after the run is unknown: %s", error)
         return None, None
 
 
