@@ -43,6 +43,7 @@ from pipelines.runner import (
     run_pipeline,
 )
 from pipelines.shards import Shard, ShardError, check_shard, parse_shard, shard_of
+from pipelines.summary import loaded_offsets
 
 app = typer.Typer(
     add_completion=False,
@@ -110,11 +111,16 @@ def _root(
     verbose: VerboseOption = False,
 ) -> None:
     ctx.obj = config
+    ctx.meta["kafka_etl.verbose"] = verbose
     if verbose:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s"
         )
         logging.getLogger("kafka_etl.librdkafka").setLevel(logging.DEBUG)
+
+
+def _verbose(ctx: typer.Context) -> bool:
+    return bool(ctx.meta.get("kafka_etl.verbose", False))
 
 
 def _project(ctx: typer.Context) -> Project:
@@ -153,7 +159,7 @@ def run(
     if as_json:
         out.print_json(json.dumps(_summary(result)))
         return
-    ranges = ", ".join(str(r) for r in result.ranges.values()) or "nothing new"
+    ranges = loaded_offsets(result.ranges, verbose=_verbose(ctx))
     out.print(
         f"{_who(result)}: {result.rows:,} rows into {escape(result.table)} in"
         f" {result.seconds:.2f}s ({result.rows_per_second:,.0f} rows/s); offsets {escape(ranges)}"
@@ -398,7 +404,9 @@ def backfill(
     if as_json:
         out.print_json(json.dumps(_summary(result)))
         return
-    ranges = ", ".join(str(r) for r in result.ranges.values()) or "nothing loaded in that range"
+    ranges = loaded_offsets(
+        result.ranges, verbose=_verbose(ctx), empty="nothing loaded in that range"
+    )
     out.print(
         f"{_who(result)}: replayed {result.rows:,} rows into {escape(result.table)} in"
         f" {result.seconds:.2f}s; offsets {ranges}; table rows: {_count(result.table_rows)}"
