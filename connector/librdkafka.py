@@ -90,6 +90,8 @@ class ClientEvents(logging.Filter):
         self._settings = dict(settings)
         self._lock = threading.Lock()
         self._events: list[_Event] = []
+        # Some call got its answer: the brokers speak this client's security.protocol.
+        self._answered = False
         self.logger = logging.Logger(LOG.name, logging.DEBUG)  # one per client, not registered
         self.logger.parent = LOG
         for f in (self, _LevelGate(), DedupeFilter()):
@@ -120,6 +122,7 @@ class ClientEvents(logging.Filter):
         """A call succeeded: what failed before it no longer explains a later failure."""
         with self._lock:
             self._events.clear()
+            self._answered = True
 
     def annotate(self, exc: KafkaException, client: Any) -> None:
         """Attach the real cause (``exc.cause``, a ``KafkaCause``) to a failed call's error."""
@@ -150,6 +153,14 @@ class ClientEvents(logging.Filter):
         if "ssl" in low and ("handshake" in low or "alert" in low or "certificate" in low):
             return self._tls(low, reason, at)
         if "disconnected" in low and ("apiversion" in low or event.state == "APIVERSION_QUERY"):
+            if self._answered:
+                # The same protocol got answers before: a broker going down (killed while a
+                # reconnect was half-open), not a listener that expects another protocol.
+                return KafkaCause(
+                    f"{broker or 'the broker'} closed the connection (is it restarting?)",
+                    terminal=False,
+                    unreachable=True,
+                )
             msg = (
                 f"{broker or 'the broker'} closed the connection before answering: the listener"
                 f" probably expects another security.protocol than {protocol} (TLS or SASL?)"

@@ -120,6 +120,17 @@ def test_reason_becomes_one_sentence(case: str) -> None:
     assert cause.unreachable == sentence.startswith("cannot reach Kafka")
 
 
+def test_a_disconnect_before_answering_after_answers_is_a_broker_going_down() -> None:
+    """Seen when a broker is killed mid-run: a reconnect half-open while it died is no sign of
+    a wrong security.protocol once the same client got answers (exit 75, not 1)."""
+    events = ClientEvents({})
+    events.forget()  # a look-up succeeded
+    _record(events, *CASES["plaintext-on-ssl"][1:3])
+    cause = events.cause()
+    assert cause is not None and not cause.terminal and cause.unreachable
+    assert cause.message == "127.0.0.1:9095 closed the connection (is it restarting?)"
+
+
 def test_a_terminal_cause_wins_over_later_noise() -> None:
     events = ClientEvents(SASL)
     _record(events, *CASES["wrong-password"][1:3])
