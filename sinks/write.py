@@ -80,7 +80,10 @@ class TransactionalSink(ClosesOnExit):
     def _setup(self) -> None:
         """Called by the backend at the end of its ``__init__``."""
         self._dead_letters = dead_letters.statement_table(self.spec)
-        self._rows = sa.table(self.spec.table, schema=self.spec.db_schema)
+        # The target table's Kafka coordinates, for the Core statements that count and delete.
+        self._rows = sa.table(
+            self.spec.table, *map(sa.column, IDENTITY_COLUMNS), schema=self.spec.db_schema
+        )
         # Partitions whose checkpoint row is committed: a write that would insert one is not
         # overlapped (its successor could not compare against a row it cannot see yet).
         self._known_partitions: set[int] = set()
@@ -128,16 +131,11 @@ class TransactionalSink(ClosesOnExit):
 
     def _delete_ranges(self, conn: Conn, ranges: list[OffsetRange]) -> int:
         """Delete the table's rows within ``ranges`` (an append replay)."""
-        return dead_letters.delete_ranges(conn, self._rows_table(), self.spec.topic, ranges)
+        return dead_letters.delete_ranges(conn, self._rows, self.spec.topic, ranges)
 
     def _delete_offsets(self, conn: Conn, batch: Batch) -> int:
         """Delete the table's rows at the exact offsets of ``batch`` (an append resolve)."""
-        return dead_letters.delete_offsets(conn, self._rows_table(), batch)
-
-    def _rows_table(self) -> sa.TableClause:
-        return sa.table(
-            self.spec.table, *map(sa.column, IDENTITY_COLUMNS), schema=self.spec.db_schema
-        )
+        return dead_letters.delete_offsets(conn, self._rows, batch)
 
     def _dead_letters_exist(self, conn: Conn) -> bool:
         raise NotImplementedError
@@ -394,7 +392,7 @@ class TransactionalSink(ClosesOnExit):
                 has_dead_letters = self._dead_letters_exist(conn)
                 for partition, offset in sorted(offsets.items()):
                     if self._schema is not None and self.spec.mode == "append":
-                        rows = self._rows_table()
+                        rows = self._rows
                         deleted += dead_letters.delete_from(conn, rows, topic, partition, offset)
                     if has_dead_letters:
                         table = self._dead_letters
