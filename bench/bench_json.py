@@ -3,7 +3,8 @@
 (a) raw consume: confluent-kafka ``consume()`` of every message, no decoding, twice: with
     librdkafka's defaults, and with the consumer settings kafka-etl itself uses
     (``connector.client.DEFAULT_SETTINGS``, whose fetch backoff makes reading about 3x faster);
-(b) end to end: ``kafka-etl run`` into a new DuckDB file, in its own process (peak RSS via wait4);
+(b) end to end: ``kafka-etl run`` into a new DuckDB file, in its own process (peak RSS via wait4),
+    with the default ``decode_threads`` (b) and with ``decode_threads: 1`` (b1), on the same topic;
 (c) a seed-style loop: per-message ``poll()``, ``json.loads``, one ``INSERT`` per row, on a slice.
 Peak RSS of (b) is also taken on a backlog a quarter the size and, with ``--large N``, on one of
 N messages, to show it does not grow with the backlog.
@@ -78,20 +79,33 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def end_to_end(servers: str, topic: str, workdir: Path, name: str) -> tuple[float, float, int]:
-    """rows/s, seconds and peak RSS (bytes) of `kafka-etl run` in a child process."""
+def end_to_end(
+    servers: str, topic: str, workdir: Path, name: str, **settings: object
+) -> tuple[float, float, int]:
+    """rows/s, seconds and peak RSS (bytes) of `kafka-etl run` in a child process; ``settings``
+    are more pipeline settings (``decode_threads=1``)."""
     config = workdir / f"{name}.yaml"
     config.write_text(
         yaml.safe_dump(
             {
                 "kafka": {"bootstrap.servers": servers},
                 "pipelines": {
-                    name: {"topic": topic, "target": f"duckdb:///{name}.duckdb", "table": name}
+                    name: {
+                        "topic": topic,
+                        "target": f"duckdb:///{name}.duckdb",
+                        "table": name,
+                        **settings,
+                    }
                 },
             }
         )
     )
-    command = [str(REPO / ".venv" / "bin" / "kafka-etl"), "-c", str(config), "run", name, "--json"]
+    # The CLI of this checkout (a worktree's too), not whichever one the venv was installed from.
+    cli = (
+        "import sys; sys.path.insert(0, sys.argv.pop(1));"
+        " from pipelines.cli import main; sys.exit(main())"
+    )
+    command = [sys.executable, "-c", cli, str(REPO), "-c", str(config), "run", name, "--json"]
     started = time.perf_counter()
     # Started by a small wrapper process: Linux carries a process's peak RSS over exec, so a
     # child forked from this (by now large) process would report this process's peak as its own.
@@ -171,6 +185,7 @@ def main() -> int:
         a = raw_consume(servers, big, args.messages, tuned=False)
         a_tuned = raw_consume(servers, big, args.messages, tuned=True)
         b, b_seconds, rss = end_to_end(servers, big, workdir, "big")
+        b1, b1_seconds, rss1 = end_to_end(servers, big, workdir, "big1", decode_threads=1)
         _, _, rss_small = end_to_end(servers, small, workdir, "small")
         rss_large = end_to_end(servers, large, workdir, "large")[2] if large else None
         c = seed_loop(servers, big, args.slice, workdir)
@@ -179,6 +194,11 @@ def main() -> int:
     print(
         f"(b)  kafka-etl run -> DuckDB                {b:>10,.0f} rows/s  ({args.messages:,}"
         f" rows in {b_seconds:.2f}s, process start included)"
+    )
+    print(
+        f"(b1) the same, decode_threads: 1           {b1:>10,.0f} rows/s  ({args.messages:,}"
+        f" rows in {b1_seconds:.2f}s; peak RSS {rss1 / 2**20:.0f} MB, default"
+        f" {rss / 2**20:.0f} MB)"
     )
     print(f"(c)  seed loop (poll/loads/INSERT, {args.slice:,} msgs) {c:>8,.0f} rows/s")
     print(f"b/a  = {b / a:.2f}   (target >= 0.50)")

@@ -150,6 +150,12 @@ class Pipeline(BaseModel):
     group_id: str | None = None
     batch_max_rows: int = Field(default=200_000, gt=0)
     batch_max_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    decode_threads: int = Field(
+        default_factory=lambda: default_decode_threads(),  # defined below the models
+        ge=1,
+        le=64,
+        description="batches decoded at once, ahead of the writer (1: on the reading thread)",
+    )
     lock_timeout: float = Field(default=60.0, ge=0, description="seconds to wait for a DuckDB file")
     shards: int = Field(
         default=1,
@@ -362,6 +368,21 @@ class Project(BaseModel):
     def with_kafka(self, overrides: dict[str, Any]) -> Project:
         """A copy whose file-level ``kafka:`` settings are updated (secrets wrapped again)."""
         return self.model_copy(update={"kafka": _hide_secrets({**self.kafka, **overrides})})
+
+
+#: The default ``decode_threads`` never exceeds this: past four, decoding is no longer what a
+#: run waits for (one ordered writer commits the batches), and each thread holds a batch.
+MAX_DEFAULT_DECODE_THREADS = 4
+
+
+def default_decode_threads() -> int:
+    """``decode_threads`` when a pipeline does not say: the cores this process may run on,
+    at most ``MAX_DEFAULT_DECODE_THREADS``."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # a container's or taskset's share, not the host's
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_DECODE_THREADS, cores))
 
 
 def load_project(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Project:

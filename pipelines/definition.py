@@ -77,6 +77,48 @@ def flattened(pipeline: Pipeline, batch: Batch) -> Batch:
     return replace(batch, rows=flatten_structs(batch.rows, pipeline.flatten, pipeline.name))
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """One micro-batch decoded and flattened, not yet charged to the run's ``ErrorBudget``.
+
+    ``decoded`` is safe on any thread (it touches nothing of the run's); ``charged`` is the
+    part that must run in read order, on one thread: the budget's verdict depends on every
+    batch read before this one. A flatten failure waits in ``error`` until the batch is charged,
+    so the budget is told of the batch's bad messages first, as when both ran in one go.
+    """
+
+    batch: Batch | None
+    messages: int
+    bad: int = 0
+    first: str = ""
+    error: Exception | None = None
+
+    def charged(self, budget: ErrorBudget) -> Batch:
+        """The batch, once ``budget`` took its messages (``TerminalError`` past the budget)."""
+        budget.charge(self.bad, self.messages, self.first)
+        if self.error is not None:
+            raise self.error
+        assert self.batch is not None
+        return self.batch
+
+
+def decoded(pipeline: Pipeline, decoder: Decoder, raw: RawBatch) -> Decoded:
+    """Decode one micro-batch per ``on_error`` and flatten it per ``flatten:``, charging
+    nothing: ``on_error: fail`` raises the first bad message's error here, ``on_error: dlq``
+    carries the bad messages in ``Batch.rejects``. Thread-safe (the decoders are)."""
+    if pipeline.on_error == "fail":
+        return Decoded(flattened(pipeline, decoder.decode(raw)), len(raw))
+    batch, rejects = decoder.decode_tolerant(raw)
+    first = str(rejects[0].to_error(raw.topic)) if rejects else ""
+    try:
+        batch = flattened(pipeline, batch)
+    except Exception as exc:  # raised once the budget has been charged, see ``Decoded``
+        return Decoded(None, len(raw), len(rejects), first, exc)
+    if rejects:
+        batch = replace(batch, rejects=rejects_table(raw.topic, rejects))
+    return Decoded(batch, len(raw), len(rejects), first)
+
+
 def decode(
     pipeline: Pipeline, decoder: Decoder, raw: RawBatch, budget: ErrorBudget | None = None
 ) -> Batch:
@@ -85,16 +127,7 @@ def decode(
     unless the run's ``budget`` (a fresh one: this batch is the run) says the problem is
     systematic."""
     budget = budget if budget is not None else error_budget(pipeline)
-    if pipeline.on_error == "fail":
-        batch = decoder.decode(raw)
-        budget.charge(0, len(raw))
-        return flattened(pipeline, batch)
-    batch, rejects = decoder.decode_tolerant(raw)
-    budget.charge(len(rejects), len(raw), str(rejects[0].to_error(raw.topic)) if rejects else "")
-    batch = flattened(pipeline, batch)
-    if not rejects:
-        return batch
-    return replace(batch, rejects=rejects_table(raw.topic, rejects))
+    return decoded(pipeline, decoder, raw).charged(budget)
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,13 @@ from connector.client import (
 from connector.lag import PartitionLag
 from connector.reader import BoundedReader, RawBatch
 from kafka_etl.errors import KafkaEtlError, SourceUnavailableError, TerminalError, classify
+from pipelines.ahead import Ahead
 from pipelines.config import Pipeline, Project
 from pipelines.conflicts import charge_conflicts, set_aside_conflicts
 from pipelines.definition import (
+    Decoded,
     PipelineDefinition,
-    decode,
+    decoded,
     decoder_for,
     error_budget,
     table_spec,
@@ -345,11 +347,17 @@ def _load(
     spec = table_spec(pipeline)
     budget = error_budget(pipeline)
 
-    def prepare(raw: RawBatch) -> tuple[Batch, RawBatch | None]:
-        """Decode (and flatten) one batch; runs on the reading thread, ahead of the writer."""
-        batch = decode(pipeline, decoder, raw, budget)
+    def prepare(raw: RawBatch) -> tuple[Decoded, RawBatch | None]:
+        """Decode (and flatten) one batch, ahead of the writer: on a decoding thread, or on
+        the reading thread with ``decode_threads: 1``. Charges nothing (see ``taken``)."""
         # Only schema conflicts need the undecoded messages again, at write time.
-        return batch, raw if pipeline.on_schema_conflict == "dlq" else None
+        conflicts = raw if pipeline.on_schema_conflict == "dlq" else None
+        return decoded(pipeline, decoder, raw), conflicts
+
+    def taken(done: tuple[Decoded, RawBatch | None]) -> tuple[Batch, RawBatch | None]:
+        """A decoded batch, charged to the run's budget: on the reading thread, in read order,
+        so the budget counts exactly the batches before it, whatever order they decoded in."""
+        return done[0].charged(budget), done[1]
 
     def fitter(raw: RawBatch) -> Callable[[Batch], Batch]:
         """Sets aside the batch's schema conflicts, against the table as the previous batch
@@ -370,30 +378,43 @@ def _load(
         if on_progress is not None:
             on_progress(Progress(tally.rows, tally.offsets_done, plan.total_lag))
 
-    # Reading and decoding the next batch (this thread) overlap the sink transactions of the
-    # batches submitted before, up to ``writer.depth`` of them (PostgreSQL: 2, each on its own
-    # connection; otherwise 1). The sink's writer commits them strictly in order, and their
-    # results are taken in order, so a failure stops the run with nothing skipped. When
-    # reading or decoding fails, the batches in flight are waited for first: a failure of
-    # theirs happened earlier and is the one reported.
+    # Reading the next batch (this thread) and decoding the ones read before (up to
+    # ``decode_threads`` of them at once, on as many threads) overlap the sink transactions of
+    # the batches submitted before, up to ``writer.depth`` of them (PostgreSQL: 2, each on its
+    # own connection; otherwise 1). Decoded batches are taken in read order and charged to the
+    # run's budget then, the sink's writer commits them strictly in that order, and their
+    # results are taken in order, so a failure stops the run with nothing skipped: a bad
+    # message fails the run when its batch's turn comes, after every batch read before it was
+    # submitted and before any read after it is. When reading or decoding fails, the batches in
+    # flight are waited for first: a failure of theirs happened earlier and is the one reported.
     #
     # An interrupt (Ctrl-C, or the CLI's SIGTERM) reaches this thread only; the writes in flight
     # run on, each to its commit or its rollback, and the writer waits for them (one batch's
     # write at most) before ``RunInterrupted`` reports exactly what committed. The tally is
-    # added to on the writer's threads, right after each commit, for that reason.
+    # added to on the writer's threads, right after each commit, for that reason. Batches still
+    # decoding are waited for too (the ones not started are dropped), so no thread outlives it.
     try:
-        with bulk_allocation(), sink.writes() as writer:
+        with (
+            bulk_allocation(),
+            sink.writes() as writer,
+            Ahead(prepare, pipeline.decode_threads, "kafka-etl-decode") as decoding,
+        ):
             in_flight: deque[Future[tuple[Batch, WriteResult]]] = deque()
+
+            def submit() -> None:
+                batch, conflicts = taken(decoding.take())
+                _drain(in_flight, committed, keep=writer.depth - 1)
+                fit = fitter(conflicts) if conflicts is not None else None
+                in_flight.append(writer.submit(batch, replay=replay, fit=fit, written=tally.add))
+
             try:
                 for raw in reader:
-                    batch, conflicts = prepare(raw)
+                    decoding.submit(raw)
                     del raw  # not kept alive while the next batch is read
-                    _drain(in_flight, committed, keep=writer.depth - 1)
-                    fit = fitter(conflicts) if conflicts is not None else None
-                    in_flight.append(
-                        writer.submit(batch, replay=replay, fit=fit, written=tally.add)
-                    )
-                    del batch, conflicts, fit
+                    if decoding.full:
+                        submit()
+                while decoding:
+                    submit()
             finally:
                 _drain(in_flight, committed)
     except KeyboardInterrupt as exc:

@@ -21,6 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+# numpy imports ``numpy.ma`` lazily, on first use, and pyarrow uses it (``pa.array(..., mask=)``).
+# Batches are decoded on several threads at once (``decode_threads``), and two threads making
+# that first use together send numpy's lazy import into endless recursion: import it now.
+import numpy.ma  # noqa: F401
 import pyarrow as pa
 
 from connector.formats.base import (

@@ -9,6 +9,7 @@ byte are per-message ``wire_format`` failures, an id the registry does not know 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -58,6 +59,8 @@ class ConfluentFormat:
     def __init__(self, compile: Callable[[int], GroupDecoder]) -> None:
         self._compile = compile
         self._decoders: dict[int, GroupDecoder] = {}
+        # Batches may be decoded on several threads at once: each id is fetched and compiled once.
+        self._compiling = threading.Lock()
 
     def decode_values(self, values: Sequence[bytes]) -> Decoded:
         n = len(values)
@@ -89,11 +92,15 @@ class ConfluentFormat:
 
     def _decoder(self, schema_id: int, unknown: set[int]) -> GroupDecoder | None:
         decoder = self._decoders.get(schema_id)
-        if decoder is None and schema_id not in unknown:
-            try:
-                decoder = self._decoders[schema_id] = self._compile(schema_id)
-            except UnknownSchemaError:
-                unknown.add(schema_id)  # for this batch only: it may be registered later
+        if decoder is not None or schema_id in unknown:
+            return decoder
+        with self._compiling:
+            decoder = self._decoders.get(schema_id)
+            if decoder is None:
+                try:
+                    decoder = self._decoders[schema_id] = self._compile(schema_id)
+                except UnknownSchemaError:
+                    unknown.add(schema_id)  # for this batch only: it may be registered later
         return decoder
 
 

@@ -18,6 +18,7 @@ import binascii
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ class ProtobufGroup:
         self.pool = pool
         self.where = where
         self.readers: dict[tuple[int, ...], Message | str] = {}
+        self._compiling = threading.Lock()  # batches may be decoded on several threads at once
 
     def decode(self, frame: Frame) -> Decoded:
         failures: dict[int, Failure] = {}
@@ -78,6 +80,13 @@ class ProtobufGroup:
         return Decoded(table, positions, failures)
 
     def _reader(self, path: tuple[int, ...]) -> Message | str:
+        reader = self.readers.get(path)
+        if reader is not None:
+            return reader
+        with self._compiling:  # one compilation per path, and one user of the pool at a time
+            return self._compiled(path)
+
+    def _compiled(self, path: tuple[int, ...]) -> Message | str:
         reader = self.readers.get(path)
         if reader is None:
             desc = _descriptor(self.file, self.pool, path)

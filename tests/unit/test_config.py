@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kafka_etl.errors import ConfigError
-from pipelines.config import load_project
+from pipelines.config import MAX_DEFAULT_DECODE_THREADS, default_decode_threads, load_project
 from tests.helpers import cli
 
 GOOD = """
@@ -145,6 +145,29 @@ def test_schema_evolution_settings_default_to_refusing_and_not_flattening(tmp_pa
         False,
         0,
     )
+
+
+def test_decode_threads_default_to_the_cores_at_most_four_and_one_is_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = load_project(write(tmp_path, GOOD), env={"BOOT": "x:1"}).pipeline("user_events")
+    assert pipeline.decode_threads == default_decode_threads()
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: set(range(64)))
+    assert default_decode_threads() == MAX_DEFAULT_DECODE_THREADS
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0})
+    assert default_decode_threads() == 1
+    one = GOOD.replace(
+        "    table: user_events\n", "    table: user_events\n    decode_threads: 1\n"
+    )
+    assert (
+        load_project(write(tmp_path, one), env={"BOOT": "x:1"})
+        .pipeline("user_events")
+        .decode_threads
+        == 1
+    )
+    zero = one.replace("decode_threads: 1", "decode_threads: 0")
+    with pytest.raises(ConfigError, match="decode_threads"):
+        load_project(write(tmp_path, zero), env={"BOOT": "x:1"})
 
 
 # Cron schedules: what kafka-etl accepts, Dagster accepts (its own check, on the same strings).
