@@ -135,9 +135,11 @@ def matching(pattern: str, names: Iterable[str]) -> list[str]:
     return sorted(n for n in names if compiled.fullmatch(n) and (internal or not n.startswith("_")))
 
 
-def resolve(pipeline: Pipeline, consumer: Consumer | None) -> list[Member]:
+def resolve(
+    pipeline: Pipeline, consumer: Consumer | None, timeout: float = LIST_TIMEOUT
+) -> list[Member]:
     """The pipeline's members now. ``topics`` and ``topic`` need no look-up; a pattern lists
-    the cluster's topics (bounded by ``LIST_TIMEOUT``) and matches them. A pattern matching
+    the cluster's topics (bounded by ``timeout``) and matches them. A pattern matching
     nothing is a warning and no member (a run loads nothing, exit 0)."""
     if pipeline.topic_pattern is None:
         return members_for(pipeline.table, pipeline.topic_list)
@@ -146,7 +148,7 @@ def resolve(pipeline: Pipeline, consumer: Consumer | None) -> list[Member]:
         raise TerminalError(msg)
     from connector.client import topic_names
 
-    found = matching(pipeline.topic_pattern, topic_names(consumer, LIST_TIMEOUT))
+    found = matching(pipeline.topic_pattern, topic_names(consumer, timeout))
     if not found:
         log.warning(
             "warning: pipeline %r: topic_pattern %r matches no topic; nothing to load",
