@@ -46,13 +46,16 @@ def build_kafka_etl_asset_specs(
     translator: KafkaEtlTranslator | None = None,
 ) -> list[AssetSpec]:
     """One spec per pipeline (all of the file's by default), named by ``translator``."""
-    translator = translator or KafkaEtlTranslator()
+    return _specs(pipeline_data(project, pipelines), translator or KafkaEtlTranslator())
+
+
+def _specs(datas: list[PipelineTranslatorData], translator: KafkaEtlTranslator) -> list[AssetSpec]:
     return [
         # skippable: a load that finds nothing new records an observation, no materialization
         translator.get_asset_spec(data)
         .merge_attributes(metadata={META_PIPELINE: data.ref})
         .replace_attributes(skippable=True)
-        for data in pipeline_data(project, pipelines)
+        for data in datas
     ]
 
 
@@ -64,18 +67,20 @@ def kafka_etl_assets(
     name: str | None = None,
     pool: str | None = None,
     op_tags: Mapping[str, Any] | None = None,
+    units: list[PipelineTranslatorData] | None = None,
 ) -> Callable[[Callable[..., Any]], AssetsDefinition]:
     """A subsettable ``multi_asset`` over ``pipelines``, in one pool (checks: ``check_defs``).
 
     The pipelines must share a target pool (one DuckDB file, or a single pipeline on a SQL
-    database); ``build_definitions`` groups them that way.
+    database); ``build_definitions`` groups them that way (and passes its ``units``, already
+    resolved, so a pattern is listed once per load of the definitions).
     """
     translator = translator or KafkaEtlTranslator()
-    datas = pipeline_data(project, pipelines)
+    datas = units if units is not None else pipeline_data(project, pipelines)
     if not datas:
         msg = f"{project.source}: no pipelines to build assets for"
         raise ConfigError(msg)
-    specs = build_kafka_etl_asset_specs(project, [d.ref for d in datas], translator)
+    specs = _specs(datas, translator)
     pools = sorted({d.pool for d in datas})
     if pool is None and len(pools) > 1:
         names = ", ".join(d.ref for d in datas)
@@ -121,7 +126,7 @@ def load_assets(
 ) -> AssetsDefinition:
     """The standard body: ``kafka_etl.run(context)`` over one pool's pipelines."""
 
-    @kafka_etl_assets(project=project, pipelines=[d.ref for d in datas], translator=translator)
+    @kafka_etl_assets(project=project, translator=translator, units=datas)
     def _load(context: AssetExecutionContext, kafka_etl: KafkaEtlResource) -> Any:
         yield from kafka_etl.run(context)
 
