@@ -2,7 +2,9 @@
 
 read the checkpoint -> fix the high watermarks -> read a bounded micro-batch -> commit its rows
 and its next offsets in one sink transaction -> report (and tell the consumer group).
-The CLI and Dagster both call ``run_pipeline``; neither has a loading path of its own.
+The CLI and Dagster both call ``run_pipeline``; neither has a loading path of its own. A
+multi-topic pipeline is resolved into members (``members``, ``pipelines.topics``), each one
+topic into one table, and ``run_members`` runs ``run_pipeline`` for each.
 """
 
 from __future__ import annotations
