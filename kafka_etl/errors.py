@@ -196,6 +196,31 @@ def _storage_full(exc: BaseException) -> bool:
     return any(words in text for words in _STORAGE_FULL_WORDS)
 
 
+# What the database rolled back whole to break a deadlock or a serialization conflict:
+# PostgreSQL's serialization_failure and deadlock_detected; MySQL/MariaDB's deadlock and "record
+# has changed since last read". Nothing of the transaction stayed, so it can simply run again.
+_PG_ROLLED_BACK = frozenset({"40001", "40P01"})
+_MYSQL_ROLLED_BACK = frozenset({1213, 1020})
+
+
+def rolled_back(exc: BaseException) -> bool:
+    """Was the transaction rolled back by the database to break a deadlock or a serialization
+    conflict (and not by a failure of its own)? Such a transaction may be run again as it was."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        driver_error = getattr(error, "orig", error)
+        if getattr(driver_error, "sqlstate", None) in _PG_ROLLED_BACK:
+            return True
+        if type(driver_error).__module__.split(".")[0] == "pymysql":
+            args = getattr(driver_error, "args", ())
+            if args and args[0] in _MYSQL_ROLLED_BACK:
+                return True
+        error = error.__cause__
+    return False
+
+
 def raced(exc: BaseException) -> bool:
     """Did a database statement fail on a duplicate key or a deadlock (PostgreSQL)? For an
     append whose checkpoint moves last, either means another writer loaded the same offsets."""

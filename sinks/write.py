@@ -30,6 +30,8 @@ deletes by range and offset of its own table; and the dead-letter table's DDL, i
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -41,7 +43,13 @@ from sqlalchemy.sql import Select
 
 from connector.batch import Batch, OffsetRange
 from connector.names import IDENTITY_COLUMNS
-from kafka_etl.errors import CheckpointConflictError, TerminalError, classify, raced
+from kafka_etl.errors import (
+    CheckpointConflictError,
+    TerminalError,
+    classify,
+    raced,
+    rolled_back,
+)
 from sinks import dead_letter_table as dead_letters
 from sinks.base import (
     ClosesOnExit,
@@ -60,6 +68,9 @@ from sinks.inflight import InFlight, WriteTurn
 from sinks.schema import SchemaPlan, Widening, plan_schema
 
 log = logging.getLogger(__name__)
+# A batch whose transaction the database rolled back to break a deadlock is written again, at
+# most this many times (then the error is the run's: transient, exit 75).
+_ROLLED_BACK_RETRIES = 3
 
 
 class TransactionalSink(ClosesOnExit):
@@ -222,11 +233,23 @@ class TransactionalSink(ClosesOnExit):
         self, batch: Batch, replay: bool, turn: WriteTurn | None, *, resolve: bool = False
     ) -> WriteResult:
         try:
-            try:
-                return self._write(batch, replay, resolve, turn)
-            except TableAppeared:  # rolled back; now plan against the table that exists
-                self._refresh()
-                return self._write(batch, replay, resolve, turn)
+            attempt = 0
+            while True:
+                try:
+                    return self._write(batch, replay, resolve, turn)
+                except TableAppeared:  # rolled back; now plan against the table that exists
+                    self._refresh()
+                except Exception as exc:
+                    # A deadlock or serialization conflict the database broke by rolling this
+                    # transaction back (concurrent shards inserting their first checkpoint
+                    # rows, say): nothing of it stayed, so it runs again; the checkpoint's
+                    # compare-and-set still decides whether its offsets are this run's to load.
+                    attempt += 1
+                    if attempt > _ROLLED_BACK_RETRIES or not rolled_back(exc):
+                        raise
+                    log.info("%s: %s; writing the batch again", self.where, type(exc).__name__)
+                    time.sleep(random.uniform(0.02, 0.1) * attempt)
+                    self._refresh()
         except BaseException as exc:
             try:
                 self._refresh()

@@ -10,7 +10,14 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 
-from kafka_etl.errors import SinkUnavailableError, StorageFullError, TerminalError, classify
+from kafka_etl.errors import (
+    CheckpointConflictError,
+    SinkUnavailableError,
+    StorageFullError,
+    TerminalError,
+    classify,
+    rolled_back,
+)
 
 
 def wrapped(orig: BaseException, kind: type[sa.exc.DBAPIError]) -> sa.exc.DBAPIError:
@@ -110,3 +117,27 @@ def test_a_full_disk_says_so_and_is_transient(orig: BaseException) -> None:
             "target: no space left on device; nothing from this batch was committed"
         )
     assert str(classify(orig, "target")) == "target: no space left on device"
+
+
+@pytest.mark.parametrize(
+    ("orig", "again"),
+    [
+        (pymysql.err.OperationalError(1213, "Deadlock found"), True),
+        (pymysql.err.OperationalError(1020, "Record has changed since last read"), True),
+        (pymysql.err.OperationalError(1205, "Lock wait timeout exceeded"), False),
+        (pymysql.err.IntegrityError(1062, "Duplicate entry"), False),
+        (psycopg.errors.DeadlockDetected("deadlock detected"), True),
+        (psycopg.errors.SerializationFailure("could not serialize"), True),
+        (psycopg.errors.UniqueViolation("duplicate key"), False),
+        (psycopg.OperationalError("connection failed: Connection refused"), False),
+    ],
+    ids=lambda v: getattr(v, "sqlstate", None) or str(getattr(v, "args", [""])[0]),
+)
+def test_a_transaction_the_database_rolled_back_to_break_a_deadlock_runs_again(
+    orig: BaseException, again: bool
+) -> None:
+    assert rolled_back(wrapped(orig, sa.exc.OperationalError)) is again
+    # Also when a sink already translated it (the deadlock stays the cause).
+    translated = CheckpointConflictError("checkpoint moved")
+    translated.__cause__ = wrapped(orig, sa.exc.OperationalError)
+    assert rolled_back(translated) is again
