@@ -289,7 +289,8 @@ class TransactionalSink(ClosesOnExit):
         return WriteResult(
             rows_written=written,
             rows_deleted=deleted,
-            tombstones_skipped=changes.skipped if changes is not None else batch.tombstone_count,
+            tombstones_skipped=batch.tombstones_skipped
+            + (changes.skipped if changes is not None else batch.tombstone_count),
             columns_added=added,
             rows_dead_lettered=dead,
         )
