@@ -250,9 +250,10 @@ def _run_members(
                 f"  [yellow]{result.dead_lettered:,} messages of {escape(result.topic)}"
                 f" dead-lettered[/] into {escape(result.table)}__dlq"
             )
-    known = [r for r in done.results if r.lag_after or not r.ranges]
-    lag = f"{sum(sum(r.lag_after.values()) for r in known):,}"
-    out.print(f"  lag after run: {lag if len(known) == len(done.results) else 'unknown'}")
+    # A topic's lag is unknown ({}) when the brokers did not answer after its last commit.
+    known = all(r.lag_after for r in done.results)
+    lag = f"{sum(sum(r.lag_after.values()) for r in done.results):,}" if known else "unknown"
+    out.print(f"  lag after run: {lag}")
 
 
 @app.command()

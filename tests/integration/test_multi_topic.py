@@ -134,8 +134,13 @@ def test_cli_run_status_and_reset_of_a_pattern_pipeline(
 
     ran = cli(config, "run", "cdc")
     assert ran.returncode == 0, ran.stderr
-    summary = ran.stdout.splitlines()[0]
+    summary, lag = ran.stdout.splitlines()
     assert summary.startswith("cdc: 11 rows from 2 topic(s), 3 partition(s) into 2 tables in")
+    assert lag == "  lag after run: 0"
+    valid = cli(config, "validate")
+    assert valid.stdout.startswith(rf"cdc: /{prefix}\.srv\.db\..*/ -> duckdb:///w.duckdb table")
+    human = cli(config, "status", "cdc")
+    assert "raw_alpha" in human.stdout and "total: 2 topics" in human.stdout, human.stdout
     verbose = cli(config, "-v", "run", "cdc")
     assert f"  {a} -> raw_alpha: 0 rows; offsets nothing new" in verbose.stdout
 
