@@ -71,6 +71,9 @@ _PRIMITIVE_JSON = {
     "string": pa.string(),
     "bytes": pa.string(),  # base64 text, decoded by ``convert``
 }
+# The JSON converter names Connect's FLOAT32/FLOAT64 "float"/"double" (its JsonSchema), as
+# real Debezium events show (tests/fixtures/debezium/customers.jsonl, field `score`).
+_JSON_CONVERTER_TYPES = {"float": "float32", "double": "float64"}
 MAX_DEPTH = 32
 
 
@@ -99,6 +102,7 @@ class ConnectField:
             msg = f"the schema nests more than {MAX_DEPTH} levels"
             raise UnsupportedSchemaError(msg)
         kind = str(schema.get("type") or "")
+        kind = _JSON_CONVERTER_TYPES.get(kind, kind)
         params = schema.get("parameters") or {}
         fields = tuple(
             ConnectField.from_json(f, str(f.get("field") or ""), depth + 1)
