@@ -333,8 +333,10 @@ def _normalise(data_type: str, value: Any) -> Any:
         assert value.tzinfo is not None, f"{value!r} lost its time zone"
         return value.astimezone(UTC)
     if data_type in ("json", "jsonb"):
-        parsed = json.loads(value, parse_float=Decimal) if isinstance(value, str) else value
-        return json.dumps(parsed, sort_keys=True, default=str)
+        # psycopg hands jsonb over parsed, the replica may hold text: both become one parse
+        # with exact numbers (1.0 == 1.000000, as PostgreSQL's numeric JSON numbers compare).
+        text = value if isinstance(value, str) else json.dumps(value)
+        return json.loads(text, parse_float=Decimal)
     if data_type == "uuid":
         return uuid.UUID(str(value))
     if data_type in ("bigint", "integer"):
