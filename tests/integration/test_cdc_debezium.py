@@ -36,6 +36,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 from sqlalchemy.pool import NullPool
 
 from tests.fixtures.cdc import connector, postgres_connector_config
@@ -254,6 +255,15 @@ def capture(kafka_bootstrap: str, kafka_connect: str, cdc_postgresql_url: str) -
                 yield Capture(source_url, prefix, topics, ops)
         finally:
             engine.dispose()
+            _delete_topics(kafka_bootstrap, list(topics.values()))
+
+
+def _delete_topics(bootstrap: str, topics: list[str]) -> None:
+    """The connector's topics go with the test (the worker made them; the broker may be shared)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_topics(topics, operation_timeout=30).values():
+        with contextlib.suppress(KafkaException):  # never created: the connector failed early
+            future.result(timeout=60)
 
 
 def test_debezium_emitted_every_kind_of_change(capture: Capture) -> None:
@@ -437,12 +447,12 @@ def test_replica_equals_source(
         tally = kill_loop(
             config,
             name,
-            iterations=6,
+            iterations=4,
             before_each=lambda _i: None,  # the backlog is the capture: many batches of 1,000
             check=lambda: None,  # a half-loaded replica is not the source; the end state is
             progress=progress,
             seed=15,
         )
-    assert tally.killed >= 3, tally
+    assert tally.killed >= 2, tally
     _run(config, name, "run")
     assert_replica_equals_source(source, killed_target, tmp_path, f"after SIGKILLs ({tally})")
