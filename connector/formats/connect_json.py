@@ -1,19 +1,20 @@
 """The Kafka Connect JSON converter's output, with or without schemas, vectorised.
 
-With ``schemas.enable=true`` every message is ``{"schema": {...}, "payload": {...}}``. The schema
-cannot be read by ``pyarrow.json`` along with the data: its field defaults change type from field
-to field (``"default": "false"`` here, ``0`` there). So a batch is read twice, both times in one
-C++ call per group of messages: first only ``schema`` (with a fixed Arrow type for Connect
-schemas, anything else in the message skipped), grouped by distinct schema (a fingerprint per
-message, computed columnar); then, per distinct schema, only ``payload``, with the Arrow types
-that schema gives (``connect.json_type``), and converted to the real logical types
-(``connect.convert``). Messages without the envelope (``schemas.enable=false``) are plain JSON
-objects, read as the ``json`` format reads them (types inferred, or fixed by ``columns:``).
+With ``schemas.enable=true`` every message is ``{"schema":S,"payload":P}``, and every message of
+one table version carries the same schema text S, byte for byte. ``pyarrow.json`` cannot read S
+along with the data (its field defaults change type from field to field: ``"default":"false"``
+here, ``0`` there), and S is most of each message. So the schema is read once per distinct
+schema: the first message not yet grouped is parsed up to the end of S (``raw_decode``, one
+message), all messages starting with the same ``{"schema":S,"payload":`` are found in one
+vectorised ``starts_with``, their payloads are cut out in one ``binary_slice`` and read in one
+``pyarrow.json`` call with the Arrow types S gives (``connect.json_type``), then converted to the
+real logical types (``connect.convert``). The loop runs once per distinct schema in a batch.
+Messages without the envelope (``schemas.enable=false``) are plain JSON objects, read as the
+``json`` format reads them (types inferred, or fixed by ``columns:``).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 from collections.abc import Sequence
@@ -36,29 +37,9 @@ from connector.formats.json import JsonFormat
 from connector.formats.unify import combine
 
 _PREFIX = b'{"schema":'
-_LEVELS = 6  # Connect schemas nested this deep: envelope, row, column, its fields, ...
+_PAYLOAD = ',"payload":'
 _MIN_BLOCK = 4 << 20
-
-
-def _schema_type(level: int = 0) -> pa.DataType:
-    params = pa.struct([("scale", pa.string()), ("connect.decimal.precision", pa.string())])
-    fields = [
-        ("type", pa.string()),
-        ("name", pa.string()),
-        ("field", pa.string()),
-        ("optional", pa.bool_()),
-        ("parameters", params),
-    ]
-    if level < _LEVELS:
-        child = _schema_type(level + 1)
-        fields += [("fields", pa.list_(child)), ("items", child)]
-    else:  # only to tell that there is more
-        more = pa.struct([("type", pa.string())])
-        fields += [("fields", pa.list_(more)), ("items", more)]
-    return pa.struct(fields)
-
-
-_SCHEMA = pa.schema([("schema", _schema_type())])
+_CACHE = 1000  # compiled schemas kept per format
 
 
 class ConnectJsonFormat:
@@ -74,7 +55,8 @@ class ConnectJsonFormat:
         n = len(values)
         if not n:
             return Decoded(pa.table({}), np.empty(0, np.int64))
-        enveloped = _starts_with(values, _PREFIX)
+        array = _binary(values)
+        enveloped = np.asarray(pc.fill_null(pc.starts_with(array, pattern=_PREFIX.decode()), False))
         parts: list[tuple[np.ndarray, pa.Table]] = []
         failures: dict[int, Failure] = {}
         plain = np.flatnonzero(~enveloped)
@@ -86,7 +68,7 @@ class ConnectJsonFormat:
             parts.append((plain[decoded.rows], decoded.table))
         framed = np.flatnonzero(enveloped)
         if len(framed):
-            self._enveloped(values, framed, parts, failures)
+            self._enveloped(values, array, framed, parts, failures)
         table, rows = combine(parts, failures)
         return Decoded(table, rows, failures)
 
@@ -94,93 +76,103 @@ class ConnectJsonFormat:
     def _enveloped(
         self,
         values: Sequence[bytes],
+        everything: pa.Array,
         index: np.ndarray,
         parts: list[tuple[np.ndarray, pa.Table]],
         failures: dict[int, Failure],
     ) -> None:
-        subset = [values[i] for i in index.tolist()]
-        schemas = _read(subset, _SCHEMA)
-        if schemas is None:  # some are not JSON: find them one by one (the error path)
-            good = []
-            for i, value in zip(index.tolist(), subset, strict=True):
-                reason = _not_json(value)
-                if reason:
-                    failures[i] = Failure(MALFORMED, reason)
-                else:
-                    good.append(i)
-            if good:
-                self._enveloped(values, np.array(good, np.int64), parts, failures)
-            return
-        column = schemas.column("schema").combine_chunks()
-        prints = _fingerprint(column)
-        encoded = pc.dictionary_encode(prints)
-        groups = encoded.indices.to_numpy(zero_copy_only=False)
-        for g, text in enumerate(encoded.dictionary.to_pylist()):
-            members = np.flatnonzero(groups == g)
-            compiled = self._compile(text, column, int(members[0]))
-            rows = index[members]
+        whole = len(index) == len(values)
+        array = everything if whole else everything.take(pa.array(index))
+        subset = _Positions(values, index)
+        remaining = np.arange(len(subset), dtype=np.int64)
+        while len(remaining):
+            first = int(remaining[0])
+            found = self._schema_of(subset[first])
+            if found is None:
+                failures[int(index[first])] = Failure(MALFORMED, _not_json(subset[first]))
+                remaining = remaining[1:]
+                continue
+            prefix, compiled = found
+            pending = array if len(remaining) == len(subset) else array.take(pa.array(remaining))
+            same = np.asarray(
+                pc.fill_null(pc.starts_with(pending, pattern=prefix.decode("utf-8")), False)
+            )
+            same[0] = True
+            members, remaining = remaining[same], remaining[~same]
             if isinstance(compiled, str):
-                for i in rows.tolist():
+                for i in index[members].tolist():
                     failures[i] = Failure(MALFORMED, compiled)
                 continue
-            self._payloads(values, rows, compiled, parts, failures)
+            taken = pending.filter(pa.array(same))
+            self._payloads(taken, len(prefix), index[members], compiled, parts, failures)
 
-    def _compile(
-        self, text: str, column: pa.StructArray, first: int
-    ) -> tuple[ConnectField, pa.Schema] | str:
-        """The Connect schema of a group and the payload's reading type (cached), or why not."""
+    def _schema_of(self, value: bytes) -> tuple[bytes, tuple[ConnectField, pa.Schema] | str] | None:
+        """The bytes up to the payload (``{"schema":S,"payload":``) and what S compiles to; None
+        if the message is not that envelope."""
+        try:
+            text = value.decode("utf-8")
+            _, end = _DECODER.raw_decode(text, len(_PREFIX))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return None
+        if not text.startswith(_PAYLOAD, end):
+            return None
+        schema_text = text[len(_PREFIX) : end]
+        prefix = value[: len(text[: end + len(_PAYLOAD)].encode("utf-8"))]
         with self._lock:
-            found = self._compiled.get(text)
-            if found is not None:
-                return found
-            schema = column[first].as_py()
-            try:
-                if _too_deep(schema):
-                    msg = f"the schema nests more than {_LEVELS} levels"
-                    raise UnsupportedSchemaError(msg)
-                top = ConnectField.from_json(schema)
-                if top.type != "struct":
-                    msg = f"the payload is a Connect {top.type or 'untyped'} value, not a struct"
-                    raise UnsupportedSchemaError(msg)
-                result: tuple[ConnectField, pa.Schema] | str = (
-                    top,
-                    pa.schema([("payload", json_type(top))]),
-                )
-            except UnsupportedSchemaError as exc:
-                result = f"JSON converter schema: {exc}"
-            if len(self._compiled) > 1000:
-                self._compiled.clear()
-            self._compiled[text] = result
-            return result
+            compiled = self._compiled.get(schema_text)
+        if compiled is None:
+            compiled = _compile(json.loads(schema_text))
+            with self._lock:
+                if len(self._compiled) >= _CACHE:
+                    self._compiled.clear()
+                self._compiled[schema_text] = compiled
+        return prefix, compiled
 
     def _payloads(
         self,
-        values: Sequence[bytes],
+        messages: pa.Array,
+        start: int,
         rows: np.ndarray,
         compiled: tuple[ConnectField, pa.Schema],
         parts: list[tuple[np.ndarray, pa.Table]],
         failures: dict[int, Failure],
     ) -> None:
+        """Read the payloads of messages sharing one schema, ``start`` bytes into each."""
         top, schema = compiled
-        subset = [values[i] for i in rows.tolist()]
-        table = _read(subset, schema)
+        closed = np.asarray(pc.fill_null(pc.ends_with(messages, pattern="}"), False))
+        for i in rows[~closed].tolist():
+            failures[i] = Failure(MALFORMED, "not a valid JSON object: it does not end with '}'")
+        # A payload that is no object (null: a JSON literal first in a block crashes pyarrow).
+        opened = np.asarray(
+            pc.fill_null(
+                pc.starts_with(pc.binary_slice(messages, start, start + 1), pattern="{"), False
+            )
+        )
+        for i in rows[closed & ~opened].tolist():
+            failures[i] = Failure(MALFORMED, "the JSON converter's payload is not an object")
+        closed &= opened
+        if not closed.all():
+            messages, rows = messages.filter(pa.array(closed)), rows[closed]
+        if not len(rows):
+            return
+        payloads = pc.binary_slice(messages, start, -1)
+        table = _read(payloads, schema)
         if table is None:  # decimal.format=NUMERIC writes decimals as numbers
-            table = _read(subset, pa.schema([("payload", json_type(top, numeric_decimals=True))]))
-        if table is None:
+            table = _read(payloads, pa.schema([("payload", json_type(top, numeric_decimals=True))]))
+        if table is None:  # the error path: one by one, to name the bad ones
             good = []
-            for i, value in zip(rows.tolist(), subset, strict=True):
-                if _read([value], schema) is None:
+            for j, i in enumerate(rows.tolist()):
+                if _read(payloads.slice(j, 1), schema) is None:
+                    value = messages[j].as_py()
                     reason = _not_json(value) or "the payload does not match its schema"
                     failures[i] = Failure(MALFORMED, reason)
                 else:
-                    good.append(i)
+                    good.append(j)
             if good:
-                self._payloads(values, np.array(good, np.int64), compiled, parts, failures)
+                keep = pa.array(good, pa.int64())
+                self._payloads(messages.take(keep), start, rows[good], compiled, parts, failures)
             return
         payload = table.column("payload").combine_chunks()
-        present = np.asarray(payload.is_valid())
-        for i in rows[~present].tolist():
-            failures[i] = Failure(MALFORMED, "the JSON converter's envelope has no payload")
         flat = pa.Table.from_arrays(payload.flatten(), names=[f.name for f in payload.type])
         problems = Problems()
         flat = convert_table(flat, top, problems)
@@ -189,23 +181,54 @@ class ConnectJsonFormat:
         parts.append((rows, flat))
 
 
-def _read(values: Sequence[bytes], schema: pa.Schema) -> pa.Table | None:
-    data = b"\n".join(values)
-    longest = max(map(len, values), default=0)
-    newlines = data.count(b"\n") != len(values) - 1
+_DECODER = json.JSONDecoder()
+
+
+def _compile(schema: Any) -> tuple[ConnectField, pa.Schema] | str:
+    """A message schema and the reading type of its payload, or why it cannot be read."""
+    try:
+        if not isinstance(schema, dict):
+            msg = "the schema is not a JSON object"
+            raise UnsupportedSchemaError(msg)
+        top = ConnectField.from_json(schema)
+        if top.type != "struct":
+            msg = f"the payload is a Connect {top.type or 'untyped'} value, not a struct"
+            raise UnsupportedSchemaError(msg)
+        return top, pa.schema([("payload", json_type(top))])
+    except (UnsupportedSchemaError, AttributeError, TypeError, ValueError) as exc:
+        return f"JSON converter schema: {exc}"
+
+
+def _read(payloads: pa.Array, schema: pa.Schema) -> pa.Table | None:
+    """Payloads (one JSON value each) read with ``schema``'s ``payload`` type in one call."""
+    kind = payloads.type
+    lines = pc.binary_join_element_wise(payloads, pa.scalar(b"\n", kind), pa.scalar(b"", kind))
+    width = np.int64 if pa.types.is_large_binary(lines.type) else np.int32
+    offsets = np.frombuffer(lines.buffers()[1], width)[lines.offset : lines.offset + len(lines) + 1]
+    data = lines.buffers()[2]
+    if data is None:
+        return None
+    block = data[int(offsets[0]) : int(offsets[-1])]
+    longest = int(np.diff(offsets).max()) if len(offsets) > 1 else 0
+    newlines = block.to_pybytes().count(b"\n") != len(payloads)
     try:
         table = pj.read_json(
-            io.BytesIO(data),
+            pa.BufferReader(block),
             read_options=pj.ReadOptions(block_size=max(_MIN_BLOCK, 2 * longest + 2)),
             parse_options=pj.ParseOptions(
-                explicit_schema=schema,
+                explicit_schema=pa.schema(list(schema.field("payload").type)),
                 unexpected_field_behavior="ignore",
                 newlines_in_values=newlines,
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    return table if table.num_rows == len(values) else None
+    if table.num_rows != len(payloads):
+        return None
+    struct = pa.StructArray.from_arrays(
+        [c.combine_chunks() for c in table.columns], fields=list(table.schema)
+    )
+    return pa.table({"payload": struct})
 
 
 def _not_json(value: bytes) -> str:
@@ -213,52 +236,29 @@ def _not_json(value: bytes) -> str:
         json.loads(value)
     except (ValueError, RecursionError) as exc:
         return f"not a valid JSON object: {exc}"
-    return ""
+    return 'not the JSON converter\'s envelope ({"schema":...,"payload":...})'
 
 
-def _starts_with(values: Sequence[bytes], prefix: bytes) -> np.ndarray:
-    """Which values start with ``prefix``, without a Python loop."""
+def _binary(values: Sequence[bytes]) -> pa.Array:
+    """The values as one binary array, built from one joined buffer."""
     lengths = np.fromiter(map(len, values), np.int64, len(values))
-    data = np.frombuffer(b"".join(values) + b"\x00" * len(prefix), np.uint8)
-    starts = np.cumsum(lengths) - lengths
-    head = data[starts[:, None] + np.arange(len(prefix))]
-    return (lengths >= len(prefix)) & (head == np.frombuffer(prefix, np.uint8)).all(axis=1)
-
-
-def _fingerprint(array: pa.Array) -> pa.Array:
-    """One string per element that is equal exactly when the elements are (nulls included)."""
-    if pa.types.is_struct(array.type):
-        children = []
-        for i in range(array.type.num_fields):
-            child = array.field(i)
-            if array.offset or len(child) != len(array):
-                child = child.slice(array.offset, len(array))
-            children.append(_fingerprint(child))
-        if not children:
-            joined = pa.array([""] * len(array), pa.string())
-        else:
-            joined = pc.binary_join_element_wise(*children, "\x1f")
-        if array.null_count:
-            joined = pc.if_else(pc.is_null(array), pa.scalar("\x00"), joined)
-        return pc.binary_join_element_wise("\x02", joined, "\x03")
-    if pa.types.is_list(array.type):
-        lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy().astype(np.int32)
-        items = _fingerprint(pc.list_flatten(array))
-        offsets = np.zeros(len(array) + 1, np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), items), "\x1e")
-        if array.null_count:
-            joined = pc.if_else(pc.is_null(array), pa.scalar("\x00"), joined)
-        return pc.binary_join_element_wise("\x04", joined, "\x05")
-    text = array.cast(pa.string())
-    return pc.fill_null(pc.binary_join_element_wise("\x01", text, ""), "\x00")
-
-
-def _too_deep(schema: Any, level: int = 0) -> bool:
-    if not isinstance(schema, dict):
-        return False
-    if level >= _LEVELS:
-        return bool(schema.get("fields") or schema.get("items"))
-    return any(_too_deep(f, level + 1) for f in schema.get("fields") or ()) or _too_deep(
-        schema.get("items"), level + 1
+    offsets = np.zeros(len(values) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    data = pa.py_buffer(b"".join(values))
+    return pa.Array.from_buffers(
+        pa.large_binary(), len(values), [None, pa.py_buffer(offsets), data]
     )
+
+
+class _Positions:
+    """``values[index[j]]`` as ``self[j]``, without copying the list."""
+
+    def __init__(self, values: Sequence[bytes], index: np.ndarray) -> None:
+        self.values = values
+        self.index = index
+
+    def __getitem__(self, j: int) -> bytes:
+        return self.values[int(self.index[j])]
+
+    def __len__(self) -> int:
+        return len(self.index)
