@@ -237,7 +237,12 @@ class Pipeline(BaseModel):
         self._check_formats()
         dead_letters = "dlq" in (self.on_error, self.on_schema_conflict)
         checks.target_names(
-            self.target.get_secret_value(), self.table, self.db_schema, self.key, dead_letters
+            self.target.get_secret_value(),
+            self.table,
+            self.db_schema,
+            self.key,
+            dead_letters,
+            deletes=self.delete_on_tombstone,
         )
         return self
 
