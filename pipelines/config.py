@@ -319,7 +319,12 @@ class Pipeline(BaseModel):
         # A template's own characters are checked with a stand-in for its sanitised topics.
         table = topic_rules.table_for(self.table, "t")
         checks.target_names(
-            self.target.get_secret_value(), table, self.db_schema, self.key, dead_letters
+            self.target.get_secret_value(),
+            table,
+            self.db_schema,
+            self.key,
+            dead_letters,
+            deletes=self.delete_on_tombstone,
         )
         return self
 

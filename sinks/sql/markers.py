@@ -2,8 +2,9 @@
 
 Defined like an upsert table keyed by ``[_key]`` (``sinks.sql.tables.target_table``: the same
 key types, exact collation and lengths), so it is written by the loader's own guarded upsert
-(executemany, or COPY into a staging table on PostgreSQL). Read by ``_key IN (...)`` in chunks
-within the dialect's parameter budget; the primary key answers it.
+(executemany, or COPY into a staging table on PostgreSQL). Read by ``_key = ANY(:keys)``, one
+array parameter, where the database takes one (PostgreSQL), else by ``_key IN (...)`` in chunks
+within the dialect's parameter budget; the primary key answers both.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Dialect
 
 from kafka_etl.errors import ConfigError
 from sinks.base import TableSpec
+from sinks.capabilities import capabilities
 from sinks.delete_markers import MARKER_COLUMNS, marker_schema, markers_table_name
 from sinks.sql.dlq import plain_value
 from sinks.sql.load import Loader
@@ -39,6 +42,7 @@ class DeleteMarkers:
             raise ConfigError(msg)
         self._dialect = dialect
         self._loader = loader
+        self._caps = capabilities(dialect)
         self._limit = max(1, min(_MAX_KEYS, int(dialect.insertmanyvalues_max_parameters) - 1))
         self._table: sa.Table | None = None
 
@@ -67,9 +71,14 @@ class DeleteMarkers:
         wanted = pc.unique(keys.drop_null()).to_pylist()
         columns = [table.c[n] for n in MARKER_COLUMNS]
         found: list[Any] = []
+        key = table.c._key
+        if self._caps.array_binds:  # one parameter, looked up by the primary key
+            keys_param = sa.bindparam("keys", wanted, type_=postgresql.ARRAY(key.type))
+            found = list(conn.execute(sa.select(*columns).where(key == sa.any_(keys_param))))
+            wanted = []
         for start in range(0, len(wanted), self._limit):
             chunk = wanted[start : start + self._limit]
-            found += conn.execute(sa.select(*columns).where(table.c._key.in_(chunk))).all()
+            found += conn.execute(sa.select(*columns).where(key.in_(chunk))).all()
         values = list(zip(*found, strict=True)) if found else [()] * len(MARKER_COLUMNS)
         schema = marker_schema(keys.type)
         arrays = [
