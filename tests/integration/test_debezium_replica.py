@@ -74,3 +74,30 @@ def test_debezium_events_keep_a_replica(
             sink_url, tmp_path, "SELECT born, balance, ratio FROM customers WHERE id = 30"
         )
         assert tuple(typed[0]) == (dt.date(1980, 1, 31), Decimal("130.30"), "-0.000001")
+
+
+def test_bad_events_go_to_the_dead_letter_table(
+    sink_url: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    produce: Produce,
+) -> None:
+    topic = topic_factory(1)
+    good = ev.json_value(ev.payload("c", None, ev.row(1)))
+    message = ev.json_value({**ev.payload("c", None, None), "op": "m"})
+    produce(topic, [good, message, b'{"op": "c"}'], [ev.json_key(1)] * 3)
+    body = {
+        "topic": topic,
+        "target": sink_url,
+        "table": "customers",
+        "envelope": "debezium",
+        "on_error": "dlq",
+    }
+    project = project_for(write_pipelines(tmp_path, kafka_bootstrap, {"customers": body}))
+    result = run_pipeline(project, "customers")
+    assert (result.rows, result.dead_lettered) == (1, 2)
+    dead = fetch(
+        sink_url, tmp_path, "SELECT _offset, error_class FROM customers__dlq ORDER BY _offset"
+    )
+    assert [tuple(r) for r in dead] == [(1, "unsupported_op"), (2, "not_debezium")]
