@@ -9,9 +9,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipelines.runner import run_pipeline
+from tests.fixtures.databases import sinks
 from tests.fixtures.kafka import Produce, TopicFactory
 from tests.formats import debezium_events as ev
-from tests.helpers import fetch, project_for, write_pipelines
+from tests.helpers import cli, fetch, project_for, write_pipelines
 
 
 def _events() -> tuple[list[bytes | None], list[bytes | None]]:
@@ -74,3 +75,61 @@ def test_debezium_events_keep_a_replica(
             sink_url, tmp_path, "SELECT born, balance, ratio FROM customers WHERE id = 30"
         )
         assert tuple(typed[0]) == (dt.date(1980, 1, 31), Decimal("130.30"), "-0.000001")
+
+
+def test_bad_events_go_to_the_dead_letter_table(
+    sink_url: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    produce: Produce,
+) -> None:
+    topic = topic_factory(1)
+    good = ev.json_value(ev.payload("c", None, ev.row(1)))
+    message = ev.json_value({**ev.payload("c", None, None), "op": "m"})
+    produce(topic, [good, message, b'{"op": "c"}'], [ev.json_key(1)] * 3)
+    body = {
+        "topic": topic,
+        "target": sink_url,
+        "table": "customers",
+        "envelope": "debezium",
+        "on_error": "dlq",
+    }
+    project = project_for(write_pipelines(tmp_path, kafka_bootstrap, {"customers": body}))
+    result = run_pipeline(project, "customers")
+    assert (result.rows, result.dead_lettered) == (1, 2)
+    dead = fetch(
+        sink_url, tmp_path, "SELECT _offset, error_class FROM customers__dlq ORDER BY _offset"
+    )
+    assert [tuple(r) for r in dead] == [(1, "unsupported_op"), (2, "not_debezium")]
+
+
+@sinks("duckdb")
+def test_a_truncate_stops_the_run_in_one_line(
+    sink_url: str,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    produce: Produce,
+) -> None:
+    topic = topic_factory(1)
+    truncate = ev.json_value({**ev.payload("c", None, None), "op": "t"})
+    produce(
+        topic, [ev.json_value(ev.payload("c", None, ev.row(1))), truncate], [ev.json_key(1), None]
+    )
+    body = {
+        "topic": topic,
+        "target": sink_url,
+        "table": "c",
+        "envelope": "debezium",
+        "on_error": "dlq",
+    }
+    config = write_pipelines(tmp_path, kafka_bootstrap, {"cust": body})
+    done = cli(config, "run", "cust")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"kafka-etl: error: {topic}/0@1: op 't' (the source table was truncated): kafka-etl does"
+        " not truncate a replica; truncate the table, then move past this event with"
+        " `kafka-etl reset cust --partition 0 --to-offset 2`, or skip truncates at the source"
+        " (Debezium's skipped.operations=t)"
+    ]
