@@ -170,6 +170,12 @@ def partitions(consumer: Consumer, topic: str, timeout: float) -> list[int]:
     return sorted(described.partitions)
 
 
+def topic_names(consumer: Consumer, timeout: float) -> list[str]:
+    """Every topic of the cluster, sorted; transient errors are retried for up to ``timeout`` s."""
+    metadata = _retrying("kafka topics", timeout, lambda t: consumer.list_topics(timeout=t))
+    return sorted(name for name, t in metadata.topics.items() if t.error is None)
+
+
 def watermarks(
     consumer: Consumer, topic: str, parts: list[int], timeout: float
 ) -> dict[int, tuple[int, int]]:

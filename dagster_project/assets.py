@@ -24,6 +24,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from dagster_project.members import expand
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.translator import META_PIPELINE, KafkaEtlTranslator, PipelineTranslatorData
 from kafka_etl.errors import ConfigError
@@ -34,8 +35,9 @@ from pipelines.ranges import RangeNames
 def pipeline_data(
     project: Project, pipelines: Iterable[str] | None
 ) -> list[PipelineTranslatorData]:
-    names = sorted(project.pipelines) if pipelines is None else list(pipelines)
-    return [PipelineTranslatorData(project, project.pipeline(n)) for n in names]
+    """The units of ``pipelines`` (names or member refs; default: all of the file's), each
+    multi-topic pipeline as one unit per member (``dagster_project.members``)."""
+    return expand(project, pipelines)
 
 
 def build_kafka_etl_asset_specs(
@@ -44,13 +46,16 @@ def build_kafka_etl_asset_specs(
     translator: KafkaEtlTranslator | None = None,
 ) -> list[AssetSpec]:
     """One spec per pipeline (all of the file's by default), named by ``translator``."""
-    translator = translator or KafkaEtlTranslator()
+    return _specs(pipeline_data(project, pipelines), translator or KafkaEtlTranslator())
+
+
+def _specs(datas: list[PipelineTranslatorData], translator: KafkaEtlTranslator) -> list[AssetSpec]:
     return [
         # skippable: a load that finds nothing new records an observation, no materialization
         translator.get_asset_spec(data)
-        .merge_attributes(metadata={META_PIPELINE: data.pipeline.name})
+        .merge_attributes(metadata={META_PIPELINE: data.ref})
         .replace_attributes(skippable=True)
-        for data in pipeline_data(project, pipelines)
+        for data in datas
     ]
 
 
@@ -62,21 +67,23 @@ def kafka_etl_assets(
     name: str | None = None,
     pool: str | None = None,
     op_tags: Mapping[str, Any] | None = None,
+    units: list[PipelineTranslatorData] | None = None,
 ) -> Callable[[Callable[..., Any]], AssetsDefinition]:
     """A subsettable ``multi_asset`` over ``pipelines``, in one pool (checks: ``check_defs``).
 
     The pipelines must share a target pool (one DuckDB file, or a single pipeline on a SQL
-    database); ``build_definitions`` groups them that way.
+    database); ``build_definitions`` groups them that way (and passes its ``units``, already
+    resolved, so a pattern is listed once per load of the definitions).
     """
     translator = translator or KafkaEtlTranslator()
-    datas = pipeline_data(project, pipelines)
+    datas = units if units is not None else pipeline_data(project, pipelines)
     if not datas:
         msg = f"{project.source}: no pipelines to build assets for"
         raise ConfigError(msg)
-    specs = build_kafka_etl_asset_specs(project, [d.pipeline.name for d in datas], translator)
+    specs = _specs(datas, translator)
     pools = sorted({d.pool for d in datas})
     if pool is None and len(pools) > 1:
-        names = ", ".join(d.pipeline.name for d in datas)
+        names = ", ".join(d.ref for d in datas)
         msg = (
             f"{project.source}: pipelines {names} write to different targets; build one"
             " kafka_etl_assets per target (or pass pool=...)"
@@ -119,9 +126,7 @@ def load_assets(
 ) -> AssetsDefinition:
     """The standard body: ``kafka_etl.run(context)`` over one pool's pipelines."""
 
-    @kafka_etl_assets(
-        project=project, pipelines=[d.pipeline.name for d in datas], translator=translator
-    )
+    @kafka_etl_assets(project=project, translator=translator, units=datas)
     def _load(context: AssetExecutionContext, kafka_etl: KafkaEtlResource) -> Any:
         yield from kafka_etl.run(context)
 

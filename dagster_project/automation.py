@@ -105,7 +105,7 @@ def lag_sensor(
     watermark grew by ``poison_retry_messages`` (see ``poisoned``).
     """
     p = data.pipeline
-    name = p.name
+    name = data.ref
     threshold = p.lag_threshold
 
     @sensor(

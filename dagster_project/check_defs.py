@@ -20,8 +20,9 @@ from dagster import (
 )
 
 from dagster_project import checks
+from dagster_project.members import expand
 from dagster_project.resource import KafkaEtlResource
-from dagster_project.translator import KafkaEtlTranslator, PipelineTranslatorData
+from dagster_project.translator import KafkaEtlTranslator
 from kafka_etl.errors import ConfigError, KafkaEtlError
 from pipelines.config import Project
 
@@ -35,17 +36,19 @@ def kafka_etl_checks(
     """The checks of ``pipelines`` (all of the file's by default), subsettable, read from the
     table and Kafka; the pipelines must share a pool, as for ``kafka_etl_assets``."""
     translator = translator or KafkaEtlTranslator()
-    names = sorted(project.pipelines) if pipelines is None else list(pipelines)
-    datas = [PipelineTranslatorData(project, project.pipeline(n)) for n in names]
+    datas = expand(project, pipelines)
     pools = {d.pool for d in datas}
     if len(pools) != 1:
-        msg = f"{project.source}: checks of pipelines {', '.join(names)} need one target each"
+        msg = (
+            f"{project.source}: checks of pipelines {', '.join(d.ref for d in datas)} need one"
+            " target each"
+        )
         raise ConfigError(msg)
     by_key = {}
     specs = []
     for data in datas:
         key = translator.get_asset_spec(data).key
-        by_key[key] = data.pipeline.name
+        by_key[key] = data.ref
         specs += checks.check_specs(key, data)
 
     @multi_asset_check(

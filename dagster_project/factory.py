@@ -70,9 +70,7 @@ def build_definitions(
     groups = by_pool(datas).values()
     loads = [load_assets(project, translator, group) for group in groups]
     checks = [
-        kafka_etl_checks(
-            project=project, pipelines=[d.pipeline.name for d in group], translator=translator
-        )
+        kafka_etl_checks(project=project, pipelines=[d.ref for d in group], translator=translator)
         for group in groups
     ]
     jobs: list[Any] = []
@@ -92,7 +90,7 @@ def build_definitions(
         load_job = define_asset_job(
             f"{data.job_prefix}_load",
             selection=AssetSelection.assets(table.key).without_checks(),
-            description=f"Load {data.pipeline.topic} into {data.pipeline.table}.",
+            description=f"Load {data.pipeline.topics_shown} into {data.pipeline.table}.",
             tags=tags,
             executor_def=in_process_executor,
         )

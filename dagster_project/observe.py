@@ -176,7 +176,7 @@ def observation_sensor(
     """Records ``observe`` as asset observations every ``minimum_interval_seconds``; it
     requests no run. The cursor keeps the last high watermarks for the message rate."""
     p = data.pipeline
-    name = p.name
+    name = data.ref
 
     @sensor(
         name=f"{data.job_prefix}_observe_sensor",

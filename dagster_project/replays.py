@@ -97,7 +97,7 @@ def kafka_etl_replay_job(
         context: OpExecutionContext, config: ReplayConfig, kafka_etl: KafkaEtlResource
     ) -> Iterator[Any]:
         what, kwargs = _range(context, config, p.schedule_timezone)
-        metadata = kafka_etl.replay(context, p.name, **kwargs)
+        metadata = kafka_etl.replay(context, data.ref, **kwargs)
         rows = metadata["rows_replayed"].value
         description = (
             f"Replayed {rows:,} rows of {what} into {p.table}"

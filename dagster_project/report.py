@@ -12,17 +12,22 @@ from dagster import AssetMaterialization, AssetObservation, DagsterInstance, Mat
 
 from dagster_project.metadata import load_event
 from dagster_project.translator import KafkaEtlTranslator, PipelineTranslatorData
-from pipelines.config import Project
+from pipelines.config import Pipeline, Project
 from pipelines.runner import RunResult
 
 SOURCE_TAG = "kafka_etl/source"
 
 
 def report_load(
-    project: Project, name: str, result: RunResult, instance: DagsterInstance | None = None
+    project: Project,
+    name: str | Pipeline,
+    result: RunResult,
+    instance: DagsterInstance | None = None,
 ) -> None:
-    """Record ``result`` in ``instance`` (default: the one ``$DAGSTER_HOME`` names)."""
-    data = PipelineTranslatorData(project, project.pipeline(name))
+    """Record ``result`` in ``instance`` (default: the one ``$DAGSTER_HOME`` names); ``name``
+    may be a member of a multi-topic pipeline (its table's asset)."""
+    pipeline = name if isinstance(name, Pipeline) else project.pipeline(name)
+    data = PipelineTranslatorData(project, pipeline)
     key = KafkaEtlTranslator().get_asset_spec(data).key
     event = load_event(key, data, result)
     tags = {SOURCE_TAG: "cli"}

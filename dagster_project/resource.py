@@ -30,6 +30,7 @@ from pydantic import Field
 
 from connector.client import ReadPlan
 from connector.lag import PartitionLag, group_lag
+from dagster_project.members import unit_data
 from dagster_project.metadata import load_event, result_metadata
 from dagster_project.translator import META_PIPELINE, PipelineTranslatorData
 from kafka_etl.errors import CheckpointConflictError, KafkaEtlError, RecordError
@@ -110,8 +111,8 @@ class KafkaEtlResource(ConfigurableResource):
         return project.with_kafka(overrides)
 
     def pipeline_data(self, name: str) -> PipelineTranslatorData:
-        project = self.load_project()
-        return PipelineTranslatorData(project, project.pipeline(name))
+        """The unit ``name`` names: a pipeline, or a member ``pipeline::topic``."""
+        return unit_data(self.load_project(), name)
 
     # -- loads -----------------------------------------------------------------------------
     def run(self, context: AssetExecutionContext) -> Iterator[MaterializeResult | AssetObservation]:
@@ -133,7 +134,7 @@ class KafkaEtlResource(ConfigurableResource):
             if key not in selected:
                 continue
             try:
-                data = PipelineTranslatorData(project, project.pipeline(name))
+                data = unit_data(project, name)
                 result = self._load(context, data)
             except RecordError as exc:
                 self._tag_failure(context, data, exc)
@@ -157,7 +158,9 @@ class KafkaEtlResource(ConfigurableResource):
         for attempt in range(self.conflict_retries + 1):
             log = _ProgressLog(context, name)
             try:
-                result = run_pipeline(data.project, name, on_start=log.start, on_progress=log.step)
+                result = run_pipeline(
+                    data.project, data.pipeline, on_start=log.start, on_progress=log.step
+                )
             except CheckpointConflictError as exc:
                 if attempt == self.conflict_retries:
                     raise
@@ -183,7 +186,7 @@ class KafkaEtlResource(ConfigurableResource):
         try:
             result = replay_pipeline(
                 data.project,
-                name,
+                data.pipeline,
                 since=since,
                 until=until,
                 offsets=offsets,
@@ -208,7 +211,7 @@ class KafkaEtlResource(ConfigurableResource):
             TAG_CONFIG: config_digest(data),
         }
         try:
-            high = {x.partition: x.high_watermark for x in self.lag(data.pipeline.name)}
+            high = {x.partition: x.high_watermark for x in self.lag(data.ref)}
             tags[TAG_HIGH_WATERMARK] = str(high.get(exc.partition, 0))
         except KafkaEtlError:
             pass  # the sensor then compares against 0: any backlog counts as unchanged

@@ -27,7 +27,17 @@ META_MODE = "kafka_etl/mode"
 @dataclass(frozen=True)
 class PipelineTranslatorData(PipelineDefinition):
     """One pipeline and the file it came from: what a translator needs to name things, on top
-    of what the definition opens (``open_sink``, ``consumer_settings``, ``spec``)."""
+    of what the definition opens (``open_sink``, ``consumer_settings``, ``spec``). With
+    ``member``, ``pipeline`` is one topic of a multi-topic pipeline (``dagster_project.members``)
+    and ``note`` what the asset description adds about how it was found."""
+
+    member: bool = False
+    note: str = ""
+
+    @property
+    def ref(self) -> str:
+        """How the Dagster layer names this unit: the pipeline, or ``pipeline::topic``."""
+        return f"{self.pipeline.name}::{self.pipeline.topic}" if self.member else self.pipeline.name
 
     @property
     def backend(self) -> str:
@@ -65,6 +75,9 @@ class PipelineTranslatorData(PipelineDefinition):
 
     @property
     def job_prefix(self) -> str:
+        """Jobs and sensors are named after the pipeline (a member: and its table)."""
+        if self.member:
+            return dagster_name(f"{self.pipeline.name}__{self.pipeline.table}")
         return dagster_name(self.pipeline.name)
 
 
@@ -119,6 +132,7 @@ class KafkaEtlTranslator:
             f"Kafka topic `{p.topic}` → table `{data.spec.display_name}` in {data.backend}"
             f" ({p.mode} mode, exactly once)."
         )
+        text = f"{text}\n\n{data.note}" if data.note else text
         return f"{text}\n\n{p.description}" if p.description else text
 
 

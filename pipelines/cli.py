@@ -25,7 +25,7 @@ from connector.client import ReadPlan
 from connector.lag import PartitionLag
 from kafka_etl.errors import KafkaEtlError, TerminalError
 from pipelines import exits
-from pipelines.config import Project, load_project
+from pipelines.config import Pipeline, Project, load_project
 from pipelines.dead_letters import list_dead_letters, replay_dead_letters
 from pipelines.ranges import CLI_NAMES, RangeError, parse_timestamp, replay_range
 from pipelines.runner import (
@@ -35,11 +35,13 @@ from pipelines.runner import (
     ResetMove,
     ResetTarget,
     RunResult,
+    members,
     pipeline_schema,
     pipeline_status,
     plan_reset,
     replay_pipeline,
     reset_pipeline,
+    run_members,
     run_pipeline,
 )
 from pipelines.shards import Shard, ShardError, check_shard, parse_shard, shard_of
@@ -99,6 +101,14 @@ def _shard_of_pipeline(
         raise typer.BadParameter(str(exc), ctx=ctx, param_hint="'--shard'") from None
 
 
+TopicOption = Annotated[
+    str | None,
+    typer.Option(
+        "--topic", help="A multi-topic pipeline: this topic only (default: every topic it reads)."
+    ),
+]
+
+
 VerboseOption = Annotated[
     bool, typer.Option("--verbose", "-v", help="Log progress and librdkafka's lines to stderr.")
 ]
@@ -132,7 +142,7 @@ def validate(ctx: typer.Context) -> None:
     """Check the pipelines file and print what it defines."""
     project = _project(ctx)
     for name, p in sorted(project.pipelines.items()):
-        line = f"{name}: {p.topic} -> {p.safe_target} table {p.table} ({p.mode}, {p.format})"
+        line = f"{name}: {p.topics_shown} -> {p.safe_target} table {p.table} ({p.mode}, {p.format})"
         out.print(escape(line))
     out.print(escape(f"{project.source}: {len(project.pipelines)} pipeline(s) valid"))
 
@@ -143,11 +153,16 @@ def run(
     name: Annotated[str, typer.Argument(help="Pipeline to run.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     shard: ShardOption = None,
+    topic: TopicOption = None,
 ) -> None:
     """Load everything up to the current high watermarks, exactly once (with --shard, only
-    that shard's partitions; the other shards' checkpoints are left alone)."""
+    that shard's partitions; the other shards' checkpoints are left alone). A multi-topic
+    pipeline loads each of its topics (with --topic, that one), a topic after the other."""
     project = _project(ctx)
     _shard_of_pipeline(ctx, project, name, shard)
+    if project.pipeline(name).multi_topic:
+        _run_members(ctx, project, name, as_json, shard, topic)
+        return
     bar = _LazyBar(enabled=not as_json)
     try:
         result = run_pipeline(
@@ -182,6 +197,65 @@ def run(
     out.print(f"  lag after run: {lag}; table rows: {_count(result.table_rows)}")
 
 
+def _run_members(
+    ctx: typer.Context,
+    project: Project,
+    name: str,
+    as_json: bool,
+    shard: Shard | None,
+    topic: str | None,
+) -> None:
+    """``run`` of a multi-topic pipeline: one line of totals, ``-v`` one line per topic."""
+    done = run_members(project, name, shard=shard, topic=topic)
+    for member, result in zip(done.members, done.results, strict=True):
+        _report_to_dagster(project, member, result)
+    if as_json:
+        summary = {
+            "pipeline": name,
+            "shard": None if shard is None else str(shard),
+            "topics": done.topics,
+            "partitions": done.partitions,
+            "rows": done.rows,
+            "planning_seconds": round(done.planning_seconds, 3),
+            "seconds": round(done.seconds, 3),
+            "members": [_summary(r) for r in done.results],
+        }
+        out.print_json(json.dumps(summary))
+        return
+    who = name if shard is None else f"{name} (shard {shard})"
+    tables = done.tables
+    into = escape(tables[0]) if len(tables) == 1 else f"{len(tables):,} tables"
+    out.print(
+        f"{escape(who)}: {done.rows:,} rows from {done.topics:,} topic(s), {done.partitions:,}"
+        f" partition(s) into {into} in {done.seconds:.2f}s ({done.rows_per_second:,.0f} rows/s;"
+        f" topics listed in {done.planning_seconds:.2f}s)"
+    )
+    verbose = _verbose(ctx)
+    for result in done.results:
+        if verbose:
+            ranges = loaded_offsets(result.ranges, verbose=True)
+            out.print(
+                escape(
+                    f"  {result.topic} -> {result.table}: {result.rows:,} rows; offsets {ranges}"
+                )
+            )
+        for gap in result.gaps:
+            out.print(
+                f"  [yellow]gap[/]: {escape(result.topic)}/{gap.partition} offsets"
+                f" [{gap.expected},{gap.log_start}) were deleted before loading"
+                f" ({gap.lost:,} lost)"
+            )
+        if result.dead_lettered:
+            out.print(
+                f"  [yellow]{result.dead_lettered:,} messages of {escape(result.topic)}"
+                f" dead-lettered[/] into {escape(result.table)}__dlq"
+            )
+    # A topic's lag is unknown ({}) when the brokers did not answer after its last commit.
+    known = all(r.lag_after for r in done.results)
+    lag = f"{sum(sum(r.lag_after.values()) for r in done.results):,}" if known else "unknown"
+    out.print(f"  lag after run: {lag}")
+
+
 @app.command()
 def status(
     ctx: typer.Context,
@@ -200,6 +274,11 @@ def status(
         try:
             pipeline = project.pipeline(name)
             report.update(topic=pipeline.topic, table=pipeline.table, shards=pipeline.shards)
+            if pipeline.multi_topic:
+                report.update(topic=pipeline.topics_shown)
+                _member_status(project, name, report, as_json)
+                reports.append(report)
+                continue
             rows = pipeline_status(project, name)
         except KafkaEtlError as exc:
             worst = exits.worse(worst, exits.exit_code(exc))
@@ -219,6 +298,46 @@ def status(
         out.print_json(json.dumps(reports))
     if worst != exits.OK:
         raise typer.Exit(worst)
+
+
+def _member_status(project: Project, name: str, report: dict[str, Any], as_json: bool) -> None:
+    """``status`` of a multi-topic pipeline: one table, a row per topic and partition."""
+    pipeline = project.pipeline(name)
+    shards = pipeline.shards
+    rows = [(m, s) for m in members(project, name) for s in pipeline_status(project, m)]
+    partitions = [
+        {"topic": m.topic, "table": m.table, **_partition_json(s, shards)} for m, s in rows
+    ]
+    lag = sum(s.lag for _, s in rows)
+    report.update(partitions=partitions, lag=lag, error=None)
+    if as_json:
+        return
+    title = f"{name}: {pipeline.topics_shown} -> {pipeline.table}"
+    if shards > 1:
+        title += f" ({shards} shards: partition p of each topic in shard p % {shards})"
+    table = Table(title=escape(title), title_justify="left")
+    table.add_column("topic")
+    table.add_column("table")
+    sharded = shards > 1
+    columns = ("partition", "shard") if sharded else ("partition",)
+    for column in (*columns, "checkpoint", "log start", "high watermark", "lag"):
+        table.add_column(column, justify="right")
+    for m, s in rows:
+        shard = (f"{shard_of(s.partition, shards)}/{shards}",) if sharded else ()
+        table.add_row(
+            escape(m.topic),
+            escape(m.table),
+            str(s.partition),
+            *shard,
+            "-" if s.position is None else f"{s.position:,}",
+            f"{s.log_start:,}",
+            f"{s.high_watermark:,}",
+            f"{s.lag:,}",
+        )
+    topics = len({m.topic for m, _ in rows})
+    blanks = ("",) * len(columns)
+    table.add_row(f"total: {topics:,} topics", "", *blanks, "", "", f"{lag:,}", style="bold")
+    out.print(table)
 
 
 def _partition_json(s: PartitionLag, shards: int) -> dict[str, Any]:
@@ -259,11 +378,20 @@ def _status_table(title: str, rows: list[PartitionLag], shards: int = 1) -> Tabl
 def schema(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Pipeline whose table to describe.")],
+    topic: TopicOption = None,
 ) -> None:
-    """The target table's current columns and the history of schema changes applied to it."""
+    """The target table's current columns and the history of schema changes applied to it
+    (a multi-topic pipeline: each of its tables, or that of --topic)."""
     project = _project(ctx)
-    pipeline = project.pipeline(name)
-    columns, history = pipeline_schema(project, name)
+    tables: dict[str, Pipeline] = {}
+    for member in members(project, name, topic=topic):
+        tables.setdefault(member.table, member)
+    for pipeline in tables.values():
+        _schema(name, project, pipeline)
+
+
+def _schema(name: str, project: Project, pipeline: Pipeline) -> None:
+    columns, history = pipeline_schema(project, pipeline)
     where = f"{pipeline.db_schema}.{pipeline.table}" if pipeline.db_schema else pipeline.table
     where = escape(where)
     if columns is None:
@@ -306,6 +434,7 @@ def reset(
         bool, typer.Option("--dry-run", help="Show each move and the rows it would delete.")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete rows without asking.")] = False,
+    topic: TopicOption = None,
 ) -> None:
     """Move a pipeline's checkpoints. In append mode, rows at or after them are deleted in the
     same transaction, so the next run reloads them exactly once. A reset that deletes rows
@@ -318,9 +447,14 @@ def reset(
         ctx.fail(msg)
     target: ResetTarget = to_offset if to_offset is not None else _reset_target(ctx, to or "")
     project = _project(ctx)
-    moves = plan_reset(project, name, target, partition)
+    found = members(project, name, topic=topic)
+    if partition is not None and len(found) > 1:
+        msg = f"pipeline {name!r} reads several topics; --partition needs --topic"
+        raise typer.BadParameter(msg, ctx=ctx, param_hint="'--topic'")
+    planned = [(m, plan_reset(project, m, target, partition)) for m in found]
+    moves = [move for _, some in planned for move in some]
     doomed = sum(m.rows for m in moves)
-    table = project.pipeline(name).table
+    table = ", ".join(dict.fromkeys(m.table for m in found)) or project.pipeline(name).table
     if dry_run:
         for m in moves:
             out.print(f"{name}: {_move(m)}, {m.rows:,} rows to delete")
@@ -339,14 +473,22 @@ def reset(
         if not exits.confirm(ask):
             msg = f"reset {name}: not confirmed; nothing was changed"
             raise TerminalError(msg)
-    offsets, deleted = reset_pipeline(project, name, target, partition, planned=moves)
-    moved = ", ".join(f"{p}@{o}" for p, o in sorted(offsets.items()))
-    out.print(f"{name}: checkpoints set to {moved}; {deleted:,} rows deleted")
+    multi = project.pipeline(name).multi_topic
+    set_to: list[str] = []
+    deleted = 0
+    for member, some in planned:
+        offsets, rows = reset_pipeline(project, member, target, partition, planned=some)
+        deleted += rows
+        at = f"{member.topic}/" if multi else ""
+        set_to += [f"{at}{p}@{o}" for p, o in sorted(offsets.items())]
+    moved = ", ".join(set_to) or "nothing (no topic)"
+    out.print(escape(f"{name}: checkpoints set to {moved}; {deleted:,} rows deleted"))
 
 
 def _move(m: ResetMove) -> str:
     start = "-" if m.checkpoint is None else f"{m.checkpoint:,}"
-    return f"partition {m.partition}: {start} -> {m.offset:,}"
+    where = f"{m.topic} " if m.topic else ""
+    return escape(f"{where}partition {m.partition}: {start} -> {m.offset:,}")
 
 
 @app.command()
@@ -365,9 +507,11 @@ def backfill(
     to_offset: Annotated[int | None, typer.Option(min=0, help="Last offset (exclusive).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     shard: ShardOption = None,
+    topic: TopicOption = None,
 ) -> None:
     """Replay an already-loaded range (by time or by offsets); the checkpoint never moves.
-    With --shard, only that shard's partitions are replayed."""
+    With --shard, only that shard's partitions are replayed. A multi-topic pipeline replays
+    each of its topics (with --topic, that one; replaying offsets needs it)."""
     try:
         wanted = replay_range(
             CLI_NAMES,
@@ -387,28 +531,42 @@ def backfill(
             f"{shard.count}, not to shard {shard}"
         )
         raise typer.BadParameter(msg, ctx=ctx, param_hint="'--shard'")
-    bar = _LazyBar(enabled=not as_json)
-    try:
-        result = replay_pipeline(
-            project,
-            name,
-            since=wanted.since,
-            until=wanted.until,
-            offsets=wanted.offsets,
-            shard=shard,
-            on_start=bar.start,
-            on_progress=bar.update,
-        )
-    finally:
-        bar.stop()
+    found = members(project, name, topic=topic)
+    if wanted.offsets is not None and len(found) > 1:
+        msg = f"pipeline {name!r} reads several topics; --partition needs --topic"
+        raise typer.BadParameter(msg, ctx=ctx, param_hint="'--topic'")
+    summaries = []
+    for member in found:
+        bar = _LazyBar(enabled=not as_json)
+        try:
+            result = replay_pipeline(
+                project,
+                member,
+                since=wanted.since,
+                until=wanted.until,
+                offsets=wanted.offsets,
+                shard=shard,
+                on_start=bar.start,
+                on_progress=bar.update,
+            )
+        finally:
+            bar.stop()
+        if as_json:
+            summaries.append(_summary(result))
+        else:
+            _replayed(ctx, result, project.pipeline(name).multi_topic)
     if as_json:
-        out.print_json(json.dumps(_summary(result)))
-        return
+        multi = project.pipeline(name).multi_topic
+        out.print_json(json.dumps(summaries if multi else summaries[0]))
+
+
+def _replayed(ctx: typer.Context, result: RunResult, multi: bool) -> None:
     ranges = loaded_offsets(
         result.ranges, verbose=_verbose(ctx), empty="nothing loaded in that range"
     )
+    source = f" from {escape(result.topic)}" if multi else ""
     out.print(
-        f"{_who(result)}: replayed {result.rows:,} rows into {escape(result.table)} in"
+        f"{_who(result)}: replayed {result.rows:,} rows{source} into {escape(result.table)} in"
         f" {result.seconds:.2f}s; offsets {ranges}; table rows: {_count(result.table_rows)}"
     )
     for gap in result.gaps:
@@ -426,18 +584,26 @@ def dlq(
         bool, typer.Option("--replay", help="Decode them again; move those that now succeed.")
     ] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Rows to list.")] = 50,
+    topic: TopicOption = None,
 ) -> None:
-    """List the messages set aside in <table>__dlq, or replay them after fixing the pipeline."""
+    """List the messages set aside in <table>__dlq, or replay them after fixing the pipeline
+    (a multi-topic pipeline: those of each of its topics, or of --topic)."""
     project = _project(ctx)
+    for member in members(project, name, topic=topic):
+        _dlq(project, name, member, replay, limit)
+
+
+def _dlq(project: Project, name: str, member: Pipeline, replay: bool, limit: int) -> None:
+    who = f"{name} ({member.topic})" if project.pipeline(name).multi_topic else name
     if replay:
-        done = replay_dead_letters(project, name)
+        done = replay_dead_letters(project, member)
         out.print(
-            f"{name}: {done.moved:,} of {done.examined:,} dead letters now decode and were moved"
-            f" into the table; {done.still_failing:,} remain"
+            f"{escape(who)}: {done.moved:,} of {done.examined:,} dead letters now decode and"
+            f" were moved into the table; {done.still_failing:,} remain"
         )
         return
-    letters = list_dead_letters(project, name, limit)
-    table = Table(title=f"{name}: dead letters", title_justify="left")
+    letters = list_dead_letters(project, member, limit)
+    table = Table(title=escape(f"{who}: dead letters"), title_justify="left")
     for column in ("partition", "offset", "error class", "message", "first seen"):
         table.add_column(column, justify="right" if column in ("partition", "offset") else "left")
     for row in letters.to_pylist():
@@ -467,7 +633,7 @@ def _reset_target(ctx: typer.Context, text: str) -> ResetTarget:
     return _timestamp(ctx, "--to", text, choices="earliest, latest or ")
 
 
-def _report_to_dagster(project: Project, name: str, result: RunResult) -> None:
+def _report_to_dagster(project: Project, name: str | Pipeline, result: RunResult) -> None:
     """Record the load in the Dagster instance of ``$DAGSTER_HOME``, if set and Dagster is
     installed (the core install has no Dagster, and never imports it). Best effort: the load
     committed whatever happens here, so a failure is a warning."""

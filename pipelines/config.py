@@ -30,6 +30,7 @@ from connector.names import REGISTRY_FORMATS, Format
 from kafka_etl.errors import ConfigError, redact
 from kafka_etl.secrets import SecretUrl, is_secret_name, reveal
 from pipelines import checks
+from pipelines import topics as topic_rules
 from pipelines.yaml_file import read_document, show, where
 
 # ``${`` either starts a whole reference (group 1: the name, group 2: a default) or is an error.
@@ -89,14 +90,23 @@ class SchemaRegistrySettings(BaseModel):
 
 
 class Pipeline(BaseModel):
-    """One topic loaded into one table."""
+    """One topic loaded into one table, or several topics (``topics`` or ``topic_pattern``)
+    into one shared table or a table each (``pipelines.topics``)."""
 
     model_config = ConfigDict(
         frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False
     )
 
     name: str = Field(pattern=_NAME)
-    topic: str = Field(min_length=1)
+    topic: str = Field(
+        default="",
+        description="the one topic; empty when 'topics' or 'topic_pattern' is set (each member"
+        " of such a pipeline, see `member`, has its topic here)",
+    )
+    topics: tuple[str, ...] | None = Field(default=None, description="several topics by name")
+    topic_pattern: str | None = Field(
+        default=None, description="a regular expression matched against whole topic names"
+    )
     format: Format = "json"
     key_format: Format = Field(default="string", description="how to decode keys into _key")
     avro_schema_file: str | None = Field(
@@ -178,6 +188,32 @@ class Pipeline(BaseModel):
     def _topic(cls, value: str) -> str:
         return checks.topic_name(value)
 
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return value
+        if not value:
+            msg = "the list is empty; name at least one topic"
+            raise ValueError(msg)
+        for topic in value:
+            checks.topic_name(topic)
+        repeated = sorted({t for t in value if value.count(t) > 1})
+        if repeated:
+            msg = f"topic {repeated[0]!r} is listed twice"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("topic_pattern")
+    @classmethod
+    def _topic_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value:
+                msg = "the pattern is empty"
+                raise ValueError(msg)
+            topic_rules.compile_pattern(value)
+        return value
+
     @field_validator("target")
     @classmethod
     def _target(cls, value: SecretUrl) -> SecretUrl:
@@ -235,16 +271,53 @@ class Pipeline(BaseModel):
             msg = "delete_on_tombstone needs mode 'upsert' (append tables keep history)"
             raise ValueError(msg)
         self._check_formats()
+        self._check_topics()
         dead_letters = "dlq" in (self.on_error, self.on_schema_conflict)
+        # A template's own characters are checked with a stand-in for its sanitised topics.
+        table = topic_rules.table_for(self.table, "t")
         checks.target_names(
             self.target.get_secret_value(),
-            self.table,
+            table,
             self.db_schema,
             self.key,
             dead_letters,
             deletes=self.delete_on_tombstone,
         )
         return self
+
+    def _check_topics(self) -> None:
+        given = [
+            name
+            for name, value in (
+                ("topic", self.topic or None),
+                ("topics", self.topics),
+                ("topic_pattern", self.topic_pattern),
+            )
+            if value is not None
+        ]
+        if not given:
+            msg = "field 'topic': missing (give one of 'topic', 'topics' or 'topic_pattern')"
+            raise ValueError(msg)
+        if len(given) > 1:
+            msg = f"field {given[1]!r}: give only one of 'topic', 'topics' or 'topic_pattern'"
+            raise ValueError(msg)
+        try:
+            templated = bool(topic_rules.placeholders(self.table))
+        except ValueError as exc:
+            msg = f"field 'table': {exc}"
+            raise ValueError(msg) from None
+        if templated and self.topic:
+            msg = (
+                "field 'table': {topic} and {topic_tail} name a table per topic; a pipeline"
+                " of one 'topic' names its table"
+            )
+            raise ValueError(msg)
+        if self.topics is not None:
+            try:
+                topic_rules.members_for(self.table, self.topics)
+            except ValueError as exc:
+                msg = f"field 'table': {exc}"
+                raise ValueError(msg) from None
 
     def _check_formats(self) -> None:
         if self.avro_schema_file is not None and self.format != "avro":
@@ -265,6 +338,37 @@ class Pipeline(BaseModel):
                 f"'columns' fixes JSON types; format {self.format!r} takes its types from the data"
             )
             raise ValueError(msg)
+
+    @property
+    def multi_topic(self) -> bool:
+        """``topics`` or ``topic_pattern``: the pipeline resolves into members at plan time."""
+        return not self.topic
+
+    @property
+    def topic_list(self) -> tuple[str, ...]:
+        """The topics named in the file (none for a pattern, which is matched at plan time)."""
+        if self.topics is not None:
+            return self.topics
+        return (self.topic,) if self.topic else ()
+
+    @property
+    def topics_shown(self) -> str:
+        """The topic(s) for display: the name, the list, or the pattern."""
+        if self.topic_pattern is not None:
+            return f"/{self.topic_pattern}/"
+        return ", ".join(self.topic_list)
+
+    def member(self, member: topic_rules.Member) -> Pipeline:
+        """This pipeline as it loads one member: one topic into one table (same name, so the
+        same consumer group and checkpoint rows, which carry the topic)."""
+        return self.model_copy(
+            update={
+                "topic": member.topic,
+                "table": member.table,
+                "topics": None,
+                "topic_pattern": None,
+            }
+        )
 
     @property
     def declared_shards(self) -> int | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from connector.dead_letters import raw_batch
-from pipelines.config import Project
+from pipelines.config import Pipeline, Project
 from pipelines.definition import PipelineDefinition
 
 
@@ -26,15 +26,22 @@ class DeadLetterReplay:
     still_failing: int
 
 
-def list_dead_letters(project: Project, name: str, limit: int | None = None) -> pa.Table:
+def _definition(project: Project, name: str | Pipeline) -> PipelineDefinition:
+    """A pipeline by name, or a member of a multi-topic pipeline (``runner.members``)."""
+    if isinstance(name, Pipeline):
+        return PipelineDefinition(project, name)
+    return PipelineDefinition.of(project, name)
+
+
+def list_dead_letters(project: Project, name: str | Pipeline, limit: int | None = None) -> pa.Table:
     """The pipeline's dead letters in partition and offset order (at most ``limit``)."""
-    with PipelineDefinition.of(project, name).open_sink() as sink:
+    with _definition(project, name).open_sink() as sink:
         return sink.read_dead_letters(limit)
 
 
-def replay_dead_letters(project: Project, name: str) -> DeadLetterReplay:
+def replay_dead_letters(project: Project, name: str | Pipeline) -> DeadLetterReplay:
     """Decode every dead letter again; move those that now succeed into the table."""
-    definition = PipelineDefinition.of(project, name)
+    definition = _definition(project, name)
     decoder = definition.decoder()
     with definition.open_sink() as sink:
         letters = sink.read_dead_letters()

@@ -2,7 +2,9 @@
 
 read the checkpoint -> fix the high watermarks -> read a bounded micro-batch -> commit its rows
 and its next offsets in one sink transaction -> report (and tell the consumer group).
-The CLI and Dagster both call ``run_pipeline``; neither has a loading path of its own.
+The CLI and Dagster both call ``run_pipeline``; neither has a loading path of its own. A
+multi-topic pipeline is resolved into members (``members``, ``pipelines.topics``), each one
+topic into one table, and ``run_members`` runs ``run_pipeline`` for each.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from connector.client import (
 from connector.lag import PartitionLag
 from connector.reader import BoundedReader, RawBatch
 from kafka_etl.errors import KafkaEtlError, SourceUnavailableError, TerminalError, classify
+from pipelines import topics as topic_rules
 from pipelines.ahead import Ahead
 from pipelines.config import Pipeline, Project
 from pipelines.conflicts import charge_conflicts, set_aside_conflicts
@@ -185,9 +188,116 @@ def _connections(project: Project, pipeline: Pipeline) -> Iterator[tuple[Sink, C
         sink.close()
 
 
-def run_pipeline(
+def _single(project: Project, name: str | Pipeline) -> Pipeline:
+    """The pipeline to load as one topic into one table: a member (from ``members``) as it is,
+    a single-topic pipeline by name; a multi-topic one by name is refused (see ``run_members``)."""
+    if isinstance(name, Pipeline):
+        return name
+    pipeline = project.pipeline(name)
+    if pipeline.multi_topic:
+        msg = (
+            f"pipeline {name!r} reads several topics ({pipeline.topics_shown}); load it with"
+            " run_members (or one of its members)"
+        )
+        raise TerminalError(msg)
+    return pipeline
+
+
+def members(
+    project: Project, name: str, *, topic: str | None = None, tables: Collection[str] | None = None
+) -> list[Pipeline]:
+    """The pipeline resolved now into its members, each a single-topic ``Pipeline`` (a
+    single-topic pipeline is its own one member). A pattern lists the cluster's topics, bounded
+    in time (``pipelines.topics``). ``topic`` keeps that member only (``TerminalError`` if the
+    pipeline has none of that name); ``tables`` keeps the members loading into those tables."""
+    pipeline = project.pipeline(name)
+    if not pipeline.multi_topic:
+        found = [topic_rules.Member(pipeline.topic, pipeline.table)]
+    elif pipeline.topic_pattern is None:
+        found = topic_rules.resolve(pipeline, None)
+    else:
+        settings = PipelineDefinition(project, pipeline).consumer_settings
+        consumer = make_consumer(settings, pipeline.consumer_group)
+        try:
+            found = topic_rules.resolve(pipeline, consumer)
+        except SourceUnavailableError as exc:
+            raise explain_unreachable(exc, settings) from None
+        finally:
+            close_consumer(consumer, timeout=1.0)
+    if topic is not None:
+        kept = [m for m in found if m.topic == topic]
+        if not kept:
+            known = ", ".join(m.topic for m in found) or "none"
+            msg = f"pipeline {name!r} reads no topic {topic!r} (its topics now: {known})"
+            raise TerminalError(msg)
+        found = kept
+    if tables is not None:
+        found = [m for m in found if m.table in tables]
+    return [pipeline.member(m) if pipeline.multi_topic else pipeline for m in found]
+
+
+@dataclass(frozen=True, slots=True)
+class MembersResult:
+    """One run of every member of a pipeline: what each committed, and the time spent finding
+    the members (listing the cluster's topics for a pattern)."""
+
+    pipeline: str
+    members: tuple[Pipeline, ...]
+    results: tuple[RunResult, ...]  # one per member, in the same order
+    planning_seconds: float
+    seconds: float
+    shard: Shard | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(r.rows for r in self.results)
+
+    @property
+    def topics(self) -> int:
+        return len(self.results)
+
+    @property
+    def partitions(self) -> int:
+        return sum(len(r.ranges) for r in self.results)
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(r.table for r in self.results))
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_members(
     project: Project,
     name: str,
+    *,
+    shard: Shard | None = None,
+    topic: str | None = None,
+    tables: Collection[str] | None = None,
+    on_start: Callable[[ReadPlan], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> MembersResult:
+    """``run_pipeline`` for every member of the pipeline (or those of ``topic``/``tables``),
+    one after the other, each with its own read plan and transactions. The shard split applies
+    per topic: partition p of every topic is in shard p % N. A failure stops at that member;
+    the members before it committed (and the next run continues each from its checkpoint)."""
+    started = time.monotonic()
+    pipeline = project.pipeline(name)
+    _check_shard(pipeline, shard)
+    found = members(project, name, topic=topic, tables=tables)
+    planned = time.monotonic() - started
+    results = tuple(
+        run_pipeline(project, m, shard=shard, on_start=on_start, on_progress=on_progress)
+        for m in found
+    )
+    return MembersResult(name, tuple(found), results, planned, time.monotonic() - started, shard)
+
+
+def run_pipeline(
+    project: Project,
+    name: str | Pipeline,
     *,
     shard: Shard | None = None,
     on_start: Callable[[ReadPlan], None] | None = None,
@@ -198,9 +308,10 @@ def run_pipeline(
     With ``shard``, only the partitions that shard owns (``pipelines.shards``): the plan, the
     checkpoints moved and the consumer group's offsets committed are theirs alone. The shard
     is a pipeline of its own for ``start: latest``: its partitions start at the end while it
-    has no checkpoint, whatever the other shards committed.
+    has no checkpoint, whatever the other shards committed. ``name`` may be a member of a
+    multi-topic pipeline (``members``).
     """
-    pipeline = project.pipeline(name)
+    pipeline = _single(project, name)
     _check_shard(pipeline, shard)
     started = time.monotonic()
     limit_malloc_arenas()  # before the consumer's and the writer's threads exist
@@ -245,7 +356,7 @@ def _owned(plan: ReadPlan, shard: Shard) -> ReadPlan:
 
 def replay_pipeline(
     project: Project,
-    name: str,
+    name: str | Pipeline,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -259,9 +370,9 @@ def replay_pipeline(
     Only offsets below the checkpoint are replayed (the rest belongs to the next normal run),
     and the checkpoint never moves. Append tables get the range deleted and inserted again in
     one transaction per batch; upsert tables get the offset-guarded upsert. With ``shard``,
-    only the partitions that shard owns are replayed.
+    only the partitions that shard owns are replayed. ``name`` may be a member (``members``).
     """
-    pipeline = project.pipeline(name)
+    pipeline = _single(project, name)
     _check_shard(pipeline, shard)
     started = time.monotonic()
     limit_malloc_arenas()
@@ -487,19 +598,21 @@ def _drain(
         committed(done)
 
 
-def pipeline_schema(project: Project, name: str) -> tuple[pa.Schema | None, list[SchemaChange]]:
+def pipeline_schema(
+    project: Project, name: str | Pipeline
+) -> tuple[pa.Schema | None, list[SchemaChange]]:
     """The target table's current columns (None before the first load) and the history of
     the changes kafka-etl applied to them."""
-    sink = PipelineDefinition.of(project, name).open_sink()
+    sink = PipelineDefinition(project, _single(project, name)).open_sink()
     try:
         return sink.table_schema(), sink.schema_history()
     finally:
         sink.close()
 
 
-def pipeline_status(project: Project, name: str) -> list[PartitionLag]:
+def pipeline_status(project: Project, name: str | Pipeline) -> list[PartitionLag]:
     """Checkpoint, log start, high watermark and lag for every partition of the topic."""
-    pipeline = project.pipeline(name)
+    pipeline = _single(project, name)
     with _connections(project, pipeline) as (sink, consumer):
         checkpoints = sink.read_checkpoints()
         marks = watermarks(
@@ -522,26 +635,30 @@ class ResetMove:
     checkpoint: int | None
     offset: int
     rows: int
+    topic: str = ""
 
 
 def plan_reset(
-    project: Project, name: str, to: ResetTarget, partition: int | None = None
+    project: Project,
+    name: str | Pipeline,
+    to: ResetTarget,
+    partition: int | None = None,
 ) -> list[ResetMove]:
     """What ``reset_pipeline`` would do, changing nothing: each partition's move and the rows
     it would delete (counted by the reset's own deletes, rolled back)."""
-    pipeline = project.pipeline(name)
+    pipeline = _single(project, name)
     with _connections(project, pipeline) as (sink, consumer):
         offsets = _reset_offsets(consumer, pipeline.topic, to, partition)
         checkpoints = sink.read_checkpoints(for_reset=True)
         return [
-            ResetMove(p, checkpoints.get(p), o, sink.reset({p: o}, dry_run=True))
+            ResetMove(p, checkpoints.get(p), o, sink.reset({p: o}, dry_run=True), pipeline.topic)
             for p, o in sorted(offsets.items())
         ]
 
 
 def reset_pipeline(
     project: Project,
-    name: str,
+    name: str | Pipeline,
     to: ResetTarget,
     partition: int | None = None,
     *,
@@ -553,7 +670,8 @@ def reset_pipeline(
     With ``planned`` (from ``plan_reset``, e.g. confirmed by a user), the reset is refused if
     a checkpoint moved since, so it never deletes more than was shown.
     """
-    pipeline = project.pipeline(name)
+    pipeline = _single(project, name)
+    name = pipeline.name
     with _connections(project, pipeline) as (sink, consumer):
         offsets = _reset_offsets(consumer, pipeline.topic, to, partition)
         if planned is not None:
