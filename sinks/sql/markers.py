@@ -81,8 +81,12 @@ class DeleteMarkers:
             found += conn.execute(sa.select(*columns).where(key.in_(chunk))).all()
         values = list(zip(*found, strict=True)) if found else [()] * len(MARKER_COLUMNS)
         schema = marker_schema(keys.type)
+        # Naive datetimes (UTC wall time) convert as UTC; only bytes need a look per value.
         arrays = [
-            pa.array([plain_value(v) for v in column], field.type)
+            pa.array(
+                [plain_value(v) for v in column] if _binary(field.type) else column,
+                field.type,
+            )
             for column, field in zip(values, schema, strict=True)
         ]
         return pa.Table.from_arrays(arrays, schema=schema)
@@ -90,3 +94,7 @@ class DeleteMarkers:
     def write(self, conn: Connection, deletes: pa.Table) -> None:
         table = self.definition(deletes.schema.field("_key").type)
         self._loader.upsert(conn, table, deletes, ("_key",), set())
+
+
+def _binary(t: pa.DataType) -> bool:
+    return bool(pa.types.is_binary(t) or pa.types.is_large_binary(t))

@@ -4,16 +4,23 @@ like an older update. Hand-made batches on every database, then the runner again
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from connector.batch import Batch, OffsetRange
+from connector.formats.base import FrameDecoder
+from connector.formats.json import JsonFormat
+from connector.formats.text import BytesFormat
+from connector.reader import RawBatch
 from kafka_etl.errors import KafkaEtlError
 from pipelines.runner import replay_pipeline, reset_pipeline, run_pipeline
 from tests.fixtures.kafka import Produce, TopicFactory
 from tests.helpers import fetch, project_for, write_pipelines
-from tests.integration.test_sinks_guards import T0, batch, rows, sink
+from tests.integration.test_sinks_guards import T0, TOPIC, batch, rows, sink
 
 UPSERT = {"table": "orders", "mode": "upsert", "key": ("id",), "delete_on_tombstone": True}
 MARKERS = "SELECT _key, _partition, _offset FROM orders__deleted ORDER BY _key"
@@ -139,6 +146,41 @@ def test_a_failed_batch_leaves_neither_its_deletes_nor_its_markers(
         assert rows(sink_url, STATE) == before
         assert rows(sink_url, "SELECT count(*) FROM orders__deleted") == [(0,)]
         assert s.read_checkpoints() == {0: 10}
+
+
+def bytes_batch(messages: list[tuple[bytes, dict[str, Any] | None, int, int]]) -> Batch:
+    """Messages ``(key, value, offset, timestamp ms)`` on partition 0, keys kept as bytes."""
+    offsets = [m[2] for m in messages]
+    raw = RawBatch(
+        topic=TOPIC,
+        values=[None if v is None else json.dumps(v).encode() for _, v, _, _ in messages],
+        keys=[k for k, _, _, _ in messages],
+        partitions=np.zeros(len(messages), np.int32),
+        offsets=np.array(offsets, np.int64),
+        timestamps=np.array([m[3] for m in messages], np.int64),
+        ranges={0: OffsetRange(0, min(offsets), max(offsets) + 1)},
+        nbytes=0,
+    )
+    return FrameDecoder(JsonFormat(None), BytesFormat()).decode(raw)
+
+
+def test_binary_kafka_keys_as_the_table_key_are_guarded_too(sink_url: str, tmp_path: Path) -> None:
+    spec = {"table": "kv", "mode": "upsert", "key": ("_key",), "delete_on_tombstone": True}
+    history = [
+        (b"\x00k", {"v": 1}, 0, T0),
+        (b"\x00K", {"v": 2}, 1, T0 + 1),
+        (b"\x00k", {"v": 3}, 2, T0 + 2),
+        (b"\x00k", None, 3, T0 + 3),
+    ]
+    with sink(sink_url, tmp_path, **spec) as s:
+        s.write(bytes_batch(history[:3]))
+        s.write(bytes_batch(history[3:]))
+        s.write(bytes_batch(history[:3]), replay=True)
+        assert [(bytes(k), v) for k, v in rows(sink_url, "SELECT _key, v FROM kv")] == [
+            (b"\x00K", 2)
+        ]
+        stored = rows(sink_url, "SELECT _key, _offset FROM kv__deleted")
+        assert [(bytes(k), o) for k, o in stored] == [(b"\x00k", 3)]
 
 
 def test_runner_replay_before_the_delete_then_reset_to_earliest_and_reload(
