@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # The slowest tests are listed at the end of each run: the suite is to stay under ~25 minutes.
 PYTEST_ARGS ?= --durations=30
 
-.PHONY: demo test test-lowest install system-deps services kafka ui lint bench clean
+.PHONY: demo test test-lowest install system-deps services kafka connect ui lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,11 +36,16 @@ services: system-deps
 kafka:
 	@scripts/local-kafka start
 
+# Kafka Connect's worker jars and Debezium's connector plugin from Maven Central (one-time); the
+# CDC test (tests/integration/test_cdc_debezium.py) starts its worker with scripts/local-connect.
+connect: system-deps
+	@scripts/local-connect resolve
+
 demo: install
 	@bootstrap=$$(scripts/local-kafka start | tail -n 1) && \
 	  KAFKA_BOOTSTRAP_SERVERS=$$bootstrap $(BIN)/python examples/demo.py
 
-test: install services
+test: install services connect
 	@# pytest exits 5 when it collected no test: that is a failure here, like any non-zero exit.
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
@@ -89,6 +94,7 @@ bench: install
 
 clean:
 	-scripts/local-kafka stop
+	-scripts/local-connect stop
 	-scripts/local-db stop
 	@# Servers relocated out of a private clone (see scripts/local-db) keep their files there.
 	@for f in .local/db/*.dir; do [ -f "$$f" ] || continue; d="$$(cat "$$f")"; \

@@ -52,6 +52,9 @@ class Batch:
     ``rows`` holds decoded values plus the metadata columns; ``tombstones`` holds the metadata
     columns of messages whose value was null (deletes in upsert tables, skipped otherwise).
     ``ranges`` covers every offset read, including tombstones and offsets Kafka skipped.
+    ``tombstones_skipped`` counts null values the decoder decided never to apply (Debezium's
+    tombstone after a ``d`` event, whose delete is already in ``tombstones``); they are in
+    ``ranges`` but in neither table.
     ``rejects`` holds the messages set aside for the dead-letter table (``on_error: dlq``), as
     ``connector.dead_letters.DLQ_SCHEMA`` rows; None when there are none.
     """
@@ -63,6 +66,7 @@ class Batch:
     message_bytes: int = 0
     gaps: tuple[Gap, ...] = field(default=())
     rejects: pa.Table | None = None
+    tombstones_skipped: int = 0
 
     @property
     def row_count(self) -> int:

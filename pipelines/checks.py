@@ -107,10 +107,17 @@ def target_url(value: str) -> str:
 
 
 def target_names(
-    target: str, table: str, schema: str | None, key: tuple[str, ...], dead_letters: bool
+    target: str,
+    table: str,
+    schema: str | None,
+    key: tuple[str, ...],
+    dead_letters: bool,
+    *,
+    deletes: bool = False,
 ) -> None:
-    """Table, schema, key and dead-letter table names the target database can hold, by the
-    sink's own rules (``sinks.sql.tables.check_name``, with the dialect's offline defaults)."""
+    """Table, schema, key, dead-letter and delete-marker table names the target database can
+    hold, by the sink's own rules (``sinks.sql.tables.check_name``, with the dialect's offline
+    defaults)."""
     from sqlalchemy.engine import make_url
 
     url = make_url(target)
@@ -121,6 +128,7 @@ def target_names(
         msg = f"field 'schema': not supported for {caps.name} targets"
         raise ValueError(msg)
     from sinks.dead_letter_table import dlq_table_name
+    from sinks.delete_markers import markers_table_name
     from sinks.sql.tables import check_name
 
     dialect = url.get_dialect()()
@@ -129,6 +137,8 @@ def target_names(
         names.append(("schema", "schema", schema))
     if dead_letters:
         names.append(("table", "dead-letter table", dlq_table_name(table)))
+    if deletes:
+        names.append(("table", "delete-marker table", markers_table_name(table)))
     for field, what, name in names:
         problem = check_name(name, dialect, what)
         if problem:

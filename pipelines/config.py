@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from connector.names import REGISTRY_FORMATS, Format
+from connector.names import ENVELOPE_FORMATS, REGISTRY_FORMATS, Envelope, Format
 from kafka_etl.errors import ConfigError, redact
 from kafka_etl.secrets import SecretUrl, is_secret_name, reveal
 from pipelines import checks
@@ -108,6 +108,11 @@ class Pipeline(BaseModel):
         default=None, description="a regular expression matched against whole topic names"
     )
     format: Format = "json"
+    envelope: Envelope = Field(
+        default="none",
+        description="'debezium': values are Debezium change events; the table is a replica"
+        " (upsert by the record key, 'd' deletes)",
+    )
     key_format: Format = Field(default="string", description="how to decode keys into _key")
     avro_schema_file: str | None = Field(
         default=None, description="plain Avro values (no registry): the writer schema, .avsc"
@@ -262,6 +267,44 @@ class Pipeline(BaseModel):
     def _cron(cls, value: str | None) -> str | None:
         return None if value is None else checks.cron(value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _envelope_implies(cls, data: Any) -> Any:
+        """``envelope: debezium`` keeps a replica: upsert, ``d`` events delete, the key is the
+        record key (``_key``) unless ``key:`` names columns. Saying otherwise is an error."""
+        if not isinstance(data, dict) or data.get("envelope") != "debezium":
+            return data
+        fmt = data.get("format", "json")
+        if fmt not in ENVELOPE_FORMATS:
+            msg = f"field 'format': envelope 'debezium' arrives as json or avro, not {fmt!r}"
+            raise ValueError(msg)
+        if data.get("mode", "upsert") != "upsert":
+            msg = (
+                "field 'mode': envelope 'debezium' keeps a replica of the source table, so the"
+                f" mode is 'upsert' (leave it out), not {data['mode']!r}"
+            )
+            raise ValueError(msg)
+        if data.get("delete_on_tombstone", True) is not True:
+            msg = (
+                "field 'delete_on_tombstone': envelope 'debezium' applies the source's deletes"
+                " ('d' events); leave it out"
+            )
+            raise ValueError(msg)
+        key_format = data.get("key_format", fmt)
+        if key_format not in ENVELOPE_FORMATS:
+            msg = (
+                "field 'key_format': envelope 'debezium' decodes the record key's fields, so it"
+                f" is json or avro, not {key_format!r}"
+            )
+            raise ValueError(msg)
+        return {
+            **data,
+            "mode": "upsert",
+            "delete_on_tombstone": True,
+            "key_format": key_format,
+            "key": data.get("key") or ["_key"],
+        }
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Pipeline:
         if self.mode == "upsert" and not self.key:
@@ -276,7 +319,12 @@ class Pipeline(BaseModel):
         # A template's own characters are checked with a stand-in for its sanitised topics.
         table = topic_rules.table_for(self.table, "t")
         checks.target_names(
-            self.target.get_secret_value(), table, self.db_schema, self.key, dead_letters
+            self.target.get_secret_value(),
+            table,
+            self.db_schema,
+            self.key,
+            dead_letters,
+            deletes=self.delete_on_tombstone,
         )
         return self
 

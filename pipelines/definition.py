@@ -18,7 +18,7 @@ from connector.batch import Batch
 from connector.client import Settings
 from connector.dead_letters import rejects_table
 from connector.flatten import flatten_structs
-from connector.formats import Decoder, build_decoder
+from connector.formats import Decoder, build_debezium_decoder, build_decoder
 from connector.reader import RawBatch
 from connector.types import parse_arrow_type
 from pipelines.config import Pipeline, Project
@@ -55,6 +55,16 @@ def decoder_for(pipeline: Pipeline) -> Decoder:
             [pa.field(name, parse_arrow_type(t, name)) for name, t in pipeline.columns.items()]
         )
     registry = pipeline.schema_registry
+    if pipeline.envelope == "debezium":
+        return build_debezium_decoder(
+            pipeline.format,
+            pipeline.key_format,
+            schema_registry=registry.client_config() if registry is not None else None,
+            explicit=explicit,
+            include_headers=pipeline.include_headers,
+            key=None if pipeline.key == ("_key",) else pipeline.key,
+            pipeline=pipeline.name,
+        )
     return build_decoder(
         pipeline.format,
         pipeline.key_format,

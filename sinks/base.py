@@ -180,7 +180,8 @@ class SinkWriter(Protocol):
 
         With ``replay=True`` the batch re-covers offsets loaded before: the checkpoint is left
         alone; append tables first delete the rows of ``batch.ranges`` in the same transaction,
-        upsert tables apply the offset-guarded upsert (older data never overwrites newer).
+        upsert tables apply the offset-guarded upsert (older data never overwrites newer, and
+        a message older than its key's delete marker, ``<table>__deleted``, is refused).
 
         ``batch.rejects`` go to the dead-letter table ``<table>__dlq`` (created when first
         needed, unique on ``(_topic, _partition, _offset)``) in the same transaction. A replay
@@ -204,7 +205,8 @@ class SinkWriter(Protocol):
     def reset(self, offsets: dict[int, int], *, dry_run: bool = False) -> int:
         """Move checkpoints to ``offsets`` (any direction); in append mode also delete the
         rows at or after them, in the same transaction, so a reload cannot duplicate; dead
-        letters at or after them are deleted in every mode. Returns the number of rows deleted.
+        letters and delete markers at or after them are deleted in every mode. Returns the
+        number of rows deleted.
         With ``dry_run`` the transaction is rolled back: the count is what a reset would delete.
 
         If the table was dropped, its schema history goes too (it described columns that no

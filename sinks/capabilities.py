@@ -63,6 +63,8 @@ class Capabilities:
     exact_collation: str | None = None
     #: JSON columns are JSONB (and text binds are cast to it).
     jsonb: bool = False
+    #: A list of values binds as one array parameter (``= ANY(:keys)``), not one per value.
+    array_binds: bool = False
     #: A timestamp column without a time zone is read as such (elsewhere: UTC wall time).
     naive_timestamps: bool = False
     #: A single-precision float column reads back as float32 (SQLite stores every REAL as double).
@@ -106,6 +108,7 @@ POSTGRESQL = Capabilities(
     alter_column_type="alter_type_using",
     primary_key_change="drop_constraint",
     jsonb=True,
+    array_binds=True,
     naive_timestamps=True,
     driver_values="as_is",
     default_schema="public",

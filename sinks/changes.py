@@ -14,6 +14,10 @@ replays and backfills cannot regress data.
 Tombstones carry no value, only the Kafka key; a tombstone therefore deletes the row(s) whose stored
 ``_key`` equals its key, whatever the ``key:`` columns are. Within a batch, a row is dropped when a
 newer tombstone for its ``_key`` follows it (update, tombstone, update: the last update stays).
+
+A delete also leaves a marker (``sinks.delete_markers``): a stored tombstone, compared with the
+same rule. ``without_deleted`` drops the upserts whose Kafka key has a marker that is newer;
+as with any stored row, a tie (other partition, same timestamp) goes to the marker.
 """
 
 from __future__ import annotations
@@ -51,6 +55,18 @@ def reduce_batch(batch: Batch, rows: pa.Table, spec: TableSpec) -> Changes:
     deletes = last_per_key(keyed, ("_key",))
     rows = _drop_deleted(rows, deletes)
     return Changes(last_per_key(rows, spec.key), deletes, tombstones.num_rows - keyed.num_rows)
+
+
+def without_deleted(changes: Changes, markers: pa.Table) -> Changes:
+    """``changes`` without the upserts that stored delete markers (``_key`` and the delete's
+    ``_topic``, ``_partition``, ``_offset``, ``_timestamp``) say were deleted later."""
+    if markers.num_rows == 0 or changes.upserts.num_rows == 0:
+        return changes
+    rows = changes.upserts
+    names = ["_key", *_ORDER]
+    markers = markers.select(names).cast(pa.schema([rows.schema.field(n) for n in names]))
+    upserts = _drop_deleted(rows, markers, stored=True)
+    return Changes(upserts, changes.deletes, changes.skipped)
 
 
 def check_keys(topic: str, rows: pa.Table, spec: TableSpec) -> None:
@@ -99,8 +115,9 @@ def _last_of_groups(table: pa.Table, group: list[str], order: list[str]) -> pa.T
     return ordered.take(pa.array(last))
 
 
-def _drop_deleted(rows: pa.Table, deletes: pa.Table) -> pa.Table:
-    """Rows followed, in the same batch, by a newer tombstone for their Kafka key."""
+def _drop_deleted(rows: pa.Table, deletes: pa.Table, *, stored: bool = False) -> pa.Table:
+    """Rows followed by a newer tombstone for their Kafka key: in the same batch, or
+    ``stored`` (delete markers, which keep a tie across partitions, like a stored row)."""
     if rows.num_rows == 0 or deletes.num_rows == 0:
         return rows
     left = rows.select(["_key", *_ORDER]).append_column(
@@ -119,7 +136,9 @@ def _drop_deleted(rows: pa.Table, deletes: pa.Table) -> pa.Table:
     newer = pc.if_else(
         same,
         pc.greater(pairs.column("t_offset"), pairs.column("_offset")),
-        pc.greater(pairs.column("t_timestamp"), pairs.column("_timestamp")),
+        (pc.greater_equal if stored else pc.greater)(
+            pairs.column("t_timestamp"), pairs.column("_timestamp")
+        ),
     )
     gone = pairs.column(_INDEX).filter(newer).to_numpy()
     keep = np.ones(rows.num_rows, dtype=bool)

@@ -14,7 +14,10 @@ One batch is one database transaction, in these steps:
 6. a replay deletes the rows of its ranges (append), a resolve the rows at its offsets;
 7. dead letters: a replay deletes those of its ranges, a resolve those it now loads, and the
    batch's rejects are inserted;
-8. the rows: the fast row path (append), or the tombstone deletes and the guarded upsert;
+8. the rows: the fast row path (append), or the upsert: its rows whose Kafka key has a newer
+   delete marker are dropped (``sinks.delete_markers``), then the tombstone deletes and the
+   guarded upsert, then the tombstones' markers (created by the first batch that deletes; on
+   databases whose DDL commits on its own, in step 2);
 9. commit.
 
 With two writes in flight (``Capabilities.max_in_flight``, PostgreSQL), a write that changes no
@@ -51,6 +54,7 @@ from kafka_etl.errors import (
     rolled_back,
 )
 from sinks import dead_letter_table as dead_letters
+from sinks import delete_markers as markers
 from sinks.base import (
     ClosesOnExit,
     SchemaChange,
@@ -61,7 +65,7 @@ from sinks.base import (
     dropped_table_message,
 )
 from sinks.capabilities import Capabilities
-from sinks.changes import Changes, reduce_batch
+from sinks.changes import Changes, reduce_batch, without_deleted
 from sinks.checkpoints import Checkpoints
 from sinks.history import Conn, Entry, SchemaHistory
 from sinks.inflight import InFlight, WriteTurn
@@ -91,6 +95,8 @@ class TransactionalSink(ClosesOnExit):
     def _setup(self) -> None:
         """Called by the backend at the end of its ``__init__``."""
         self._dead_letters = dead_letters.statement_table(self.spec)
+        self._markers = markers.statement_table(self.spec)
+        self._markers_seen = False  # the marker table exists (it is never dropped by a sink)
         # The target table's Kafka coordinates, for the Core statements that count and delete.
         self._rows = sa.table(
             self.spec.table, *map(sa.column, IDENTITY_COLUMNS), schema=self.spec.db_schema
@@ -147,6 +153,23 @@ class TransactionalSink(ClosesOnExit):
     def _delete_offsets(self, conn: Conn, batch: Batch) -> int:
         """Delete the table's rows at the exact offsets of ``batch`` (an append resolve)."""
         return dead_letters.delete_offsets(conn, self._rows, batch)
+
+    def _markers_exist(self, conn: Conn) -> bool:
+        """The delete-marker table exists."""
+        raise NotImplementedError
+
+    def _create_markers(self, conn: Conn, key_type: pa.DataType) -> None:
+        """Create the delete-marker table (``_key`` of ``key_type`` as its primary key) unless
+        it exists, taking turns with other writers."""
+        raise NotImplementedError
+
+    def _read_markers(self, conn: Conn, keys: pa.Array) -> pa.Table:
+        """The stored markers (``MARKER_COLUMNS``) of the Kafka keys ``keys``."""
+        raise NotImplementedError
+
+    def _write_markers(self, conn: Conn, deletes: pa.Table) -> None:
+        """Upsert the markers of ``deletes`` (one per ``_key``), guarded like rows."""
+        raise NotImplementedError
 
     def _dead_letters_exist(self, conn: Conn) -> bool:
         raise NotImplementedError
@@ -251,6 +274,7 @@ class TransactionalSink(ClosesOnExit):
                     time.sleep(random.uniform(0.02, 0.1) * attempt)
                     self._refresh()
         except BaseException as exc:
+            self._markers_seen = False  # a marker table created by the failed write is gone
             try:
                 self._refresh()
             except Exception:  # the database is gone; the original error says why
@@ -283,6 +307,8 @@ class TransactionalSink(ClosesOnExit):
                 added = self._evolve(conn, plan, first_offsets)
                 if batch.reject_count and not self._dead_letters_exist(conn):
                     self._create_dead_letters(conn)
+                if changes is not None and changes.deletes.num_rows:
+                    self._ensure_markers(conn, changes)
         racing = not (upsert or replay or resolve)
         with self._concurrent_writer(racing, first_offsets), self._transaction() as conn:
             existed = self._schema is not None
@@ -297,12 +323,11 @@ class TransactionalSink(ClosesOnExit):
                 if resolve:
                     deleted += self._delete_offsets(conn, batch)
             dead = self._apply_dead_letters(conn, batch, replay=replay, resolve=resolve)
-            if self._schema is not None:
-                if changes is None:
-                    written = self._insert(conn, plan.rows) if plan.rows.num_rows else 0
-                else:
-                    deleted += self._upsert(conn, changes)
-                    written = changes.upserts.num_rows
+            if changes is not None:
+                deleted += self._apply_changes(conn, changes)
+                written = changes.upserts.num_rows  # those refused as older included
+            elif self._schema is not None and plan.rows.num_rows:
+                written = self._insert(conn, plan.rows)
             if overlap and turn is not None:
                 # Rows first, checkpoint last: the rows went in while the previous batch was
                 # still being written; the compare-and-set waits for it to end.
@@ -312,10 +337,44 @@ class TransactionalSink(ClosesOnExit):
         return WriteResult(
             rows_written=written,
             rows_deleted=deleted,
-            tombstones_skipped=changes.skipped if changes is not None else batch.tombstone_count,
+            tombstones_skipped=batch.tombstones_skipped
+            + (changes.skipped if changes is not None else batch.tombstone_count),
             columns_added=added,
             rows_dead_lettered=dead,
         )
+
+    def _apply_changes(self, conn: Conn, changes: Changes) -> int:
+        """An upsert batch: drop the rows deleted later (stored markers), apply the tombstones
+        and the upsert, then record the tombstones' markers. Returns the rows deleted."""
+        deleted = 0
+        if self._schema is not None:
+            upserts = changes.upserts
+            if upserts.num_rows and "_key" in upserts.column_names and self._has_markers(conn):
+                stored = self._read_markers(conn, upserts.column("_key"))
+                changes = without_deleted(changes, stored)
+            deleted = self._upsert(conn, changes)
+        if changes.deletes.num_rows:
+            self._ensure_markers(conn, changes)
+            self._write_markers(conn, changes.deletes.select(markers.MARKER_COLUMNS))
+        return deleted
+
+    def _has_markers(self, conn: Conn) -> bool:
+        if not self._markers_seen and markers.keeps_markers(self.spec):
+            self._markers_seen = self._markers_exist(conn)
+        return self._markers_seen
+
+    def _ensure_markers(self, conn: Conn, changes: Changes) -> None:
+        """Create the marker table, its ``_key`` typed as the table's own (else as the
+        tombstones' keys, when no row has been stored yet)."""
+        if self._has_markers(conn):
+            return
+        schema = self._schema
+        if schema is not None and "_key" in schema.names:
+            key_type = schema.field("_key").type
+        else:
+            key_type = changes.deletes.schema.field("_key").type
+        self._create_markers(conn, key_type)
+        self._markers_seen = True
 
     def _take_turn(
         self, turn: WriteTurn | None, batch: Batch, plan: SchemaPlan, replay: bool
@@ -413,6 +472,7 @@ class TransactionalSink(ClosesOnExit):
                 if self._schema is None:
                     self._history.forget(conn)  # a dropped table's columns are gone with it
                 has_dead_letters = self._dead_letters_exist(conn)
+                has_markers = markers.keeps_markers(self.spec) and self._markers_exist(conn)
                 for partition, offset in sorted(offsets.items()):
                     if self._schema is not None and self.spec.mode == "append":
                         rows = self._rows
@@ -420,6 +480,8 @@ class TransactionalSink(ClosesOnExit):
                     if has_dead_letters:
                         table = self._dead_letters
                         dead_letters.delete_from(conn, table, topic, partition, offset)
+                    if has_markers:
+                        dead_letters.delete_from(conn, self._markers, topic, partition, offset)
                     self._checkpoints.set(conn, partition, offset)
         except Exception as exc:
             raise classify(exc, self.where, work="this reset") from exc

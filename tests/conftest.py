@@ -8,4 +8,4 @@ from pathlib import Path
 if (_root := str(Path(__file__).resolve().parents[1])) not in sys.path:
     sys.path.insert(0, _root)
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.databases"]
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.databases", "tests.fixtures.cdc"]

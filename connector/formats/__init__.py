@@ -108,6 +108,53 @@ def build_decoder(
     return FrameDecoder(values, keys, include_headers=include_headers)
 
 
+def build_debezium_decoder(
+    format: Format = "json",
+    key_format: Format = "json",
+    *,
+    schema_registry: Mapping[str, Any] | SchemaRegistry | None = None,
+    explicit: pa.Schema | None = None,
+    include_headers: bool = False,
+    key: tuple[str, ...] | None = None,
+    pipeline: str = "",
+) -> Decoder:
+    """The decoder of ``envelope: debezium``: values and keys as Kafka Connect's JSON converter
+    (with or without schemas) or Avro converter (through ``schema_registry``) writes them;
+    ``explicit`` types the ``after`` fields of schemaless JSON; ``key`` names the identity
+    fields (None: the record key's). See ``connector.formats.debezium``."""
+    from connector.formats.debezium import DebeziumDecoder
+
+    registry = schema_registry
+    if isinstance(registry, Mapping):
+        registry = SchemaRegistry(registry)
+
+    def connect_format(name: Format, explicit: pa.Schema | None = None) -> ValueFormat:
+        if name == "json":
+            from connector.formats.connect_json import ConnectJsonFormat
+
+            return ConnectJsonFormat(explicit)
+        if name == "avro":
+            if registry is None:
+                msg = "format 'avro' needs a schema registry ('schema_registry: {url: ...}')"
+                raise ConfigError(msg)
+            from connector.formats.avro import connect_avro_format
+
+            return connect_avro_format(registry)
+        msg = f"envelope 'debezium' reads json or avro, not {name!r}"
+        raise ConfigError(msg)
+
+    if explicit is not None:  # the row's fields are in 'before' and 'after'
+        row = pa.struct(list(explicit))
+        explicit = pa.schema([("before", row), ("after", row)])
+    return DebeziumDecoder(
+        connect_format(format, explicit),
+        connect_format(key_format),
+        key=key,
+        include_headers=include_headers,
+        pipeline=pipeline,
+    )
+
+
 __all__ = [
     "FORMATS",
     "REGISTRY_FORMATS",
@@ -120,6 +167,7 @@ __all__ = [
     "SchemaRegistry",
     "SchemaRegistryUnavailableError",
     "ValueFormat",
+    "build_debezium_decoder",
     "build_decoder",
     "value_format",
 ]

@@ -22,6 +22,7 @@ from connector.formats.avro_schema import (
 )
 from connector.formats.base import MALFORMED, Decoded, Failure
 from connector.formats.confluent import ConfluentFormat, Frame, GroupDecoder, WrongSchemaType
+from connector.formats.connect import ConnectField, Problems, convert_table
 from connector.formats.registry import SchemaRegistry
 from connector.formats.vector import Cursor, join
 from kafka_etl.errors import ConfigError, TerminalError
@@ -53,6 +54,44 @@ def avro_registry_format(registry: SchemaRegistry) -> ConfluentFormat:
         where = f"schema registry {registry.url}: Avro schema id {schema_id}"
         _resolve_references(registry, schema.references or [], named, set(), where)
         return AvroGroup(_compile(_json(schema.schema_str, where), named, where))
+
+    return ConfluentFormat(compile_id)
+
+
+class ConnectAvroGroup(AvroGroup):
+    """Avro written by Kafka Connect's Avro converter: Debezium's logical types (named by
+    ``connect.name``) become their real types (``connect.convert``)."""
+
+    def __init__(self, reader: Reader, connect: ConnectField) -> None:
+        super().__init__(reader)
+        self.connect = connect
+
+    def decode(self, frame: Frame) -> Decoded:
+        decoded = super().decode(frame)
+        if decoded.scalar or not decoded.table.num_rows:
+            return decoded
+        problems = Problems()
+        table = convert_table(decoded.table, self.connect, problems)
+        failures = dict(decoded.failures)
+        for i, failure in problems.failures.items():
+            failures.setdefault(int(decoded.rows[i]), failure)
+        return Decoded(table, decoded.rows, failures, decoded.scalar)
+
+
+def connect_avro_format(registry: SchemaRegistry) -> ConfluentFormat:
+    """Avro in the Confluent wire format as Kafka Connect writes it (logical types converted)."""
+
+    def compile_id(schema_id: int) -> GroupDecoder:
+        schema = registry.schema(schema_id)
+        kind = (schema.schema_type or "AVRO").upper()
+        if kind != "AVRO":
+            return WrongSchemaType(f"schema id {schema_id} is a {kind} schema, not Avro")
+        named: dict[str, Any] = {}
+        where = f"schema registry {registry.url}: Avro schema id {schema_id}"
+        _resolve_references(registry, schema.references or [], named, set(), where)
+        parsed = _json(schema.schema_str, where)
+        reader = _compile(parsed, named, where)
+        return ConnectAvroGroup(reader, ConnectField.from_avro(parsed, named=dict(named)))
 
     return ConfluentFormat(compile_id)
 

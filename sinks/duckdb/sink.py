@@ -29,10 +29,12 @@ from sinks.base import TableAppeared, TableSpec
 from sinks.capabilities import DUCKDB
 from sinks.changes import Changes
 from sinks.checkpoints import Checkpoints, statement_table
+from sinks.delete_markers import MARKER_COLUMNS
 from sinks.duckdb import history
 from sinks.duckdb.checkpoints import ensure as ensure_checkpoints
 from sinks.duckdb.core import CoreConnection
 from sinks.duckdb.dlq import DeadLetters
+from sinks.duckdb.markers import DeleteMarkers
 from sinks.duckdb.sql import column_list, qualified, quote, registered, rollback_quietly
 from sinks.history import Conn, SchemaHistory, history_table
 from sinks.schema import Widening
@@ -142,6 +144,7 @@ class DuckDBSink(TransactionalSink):
         self._checkpoints = Checkpoints(statement_table(), spec, DUCKDB)
         self._history = SchemaHistory(history_table(None), spec)
         self._dlq = DeadLetters(self._con, spec)
+        self._delete_markers = DeleteMarkers(self._con, spec)
         self._setup()
         try:
             with _CREATING, self._transaction() as core:
@@ -255,23 +258,42 @@ class DuckDBSink(TransactionalSink):
                         f" WHERE {_STORED}._key = {_INCOMING}._key AND {_newer()}"
                     ).fetchall()[0][0]
                 )
-        rows = changes.upserts
+        stored = self._schema.names if self._schema else []
+        self._guarded_upsert(self._name, changes.upserts, self.spec.key, stored)
+        return deleted
+
+    def _guarded_upsert(
+        self, name: str, rows: pa.Table, key: tuple[str, ...], stored: list[str]
+    ) -> None:
+        """``INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE`` newer, into table ``name``
+        whose columns are ``stored``."""
         if rows.num_rows == 0:
-            return deleted
+            return
         names = rows.column_names
-        key = set(self.spec.key)
         # Columns this batch lacks are set to NULL: the message is the key's whole new state.
-        absent = [n for n in (self._schema.names if self._schema else []) if n not in names]
+        absent = [n for n in stored if n not in names]
         updates = [f"{quote(n)} = excluded.{quote(n)}" for n in names if n not in key]
         updates += [f"{quote(n)} = NULL" for n in absent if n not in key]
-        with registered(con, _BATCH_VIEW, rows):
-            con.execute(
-                f"INSERT INTO {self._name} AS {_STORED} ({column_list(names)})"
+        with registered(self._con, _BATCH_VIEW, rows):
+            self._con.execute(
+                f"INSERT INTO {name} AS {_STORED} ({column_list(names)})"
                 f" SELECT {column_list(names)} FROM {quote(_BATCH_VIEW)}"
-                f" ON CONFLICT ({column_list(self.spec.key)}) DO UPDATE SET {', '.join(updates)}"
+                f" ON CONFLICT ({column_list(key)}) DO UPDATE SET {', '.join(updates)}"
                 f" WHERE {_newer('excluded')}"
             )
-        return deleted
+
+    def _markers_exist(self, conn: Conn) -> bool:
+        return self._delete_markers.exists()
+
+    def _create_markers(self, conn: Conn, key_type: pa.DataType) -> None:
+        self._delete_markers.create(key_type)
+
+    def _read_markers(self, conn: Conn, keys: pa.Array) -> pa.Table:
+        return self._delete_markers.read(keys)
+
+    def _write_markers(self, conn: Conn, deletes: pa.Table) -> None:
+        name = self._delete_markers.name
+        self._guarded_upsert(name, deletes, ("_key",), list(MARKER_COLUMNS))
 
     def _delete_offsets(self, conn: Conn, batch: Batch) -> int:
         return self._dlq.delete_offsets(self._name, batch)

@@ -85,13 +85,13 @@ class DeadLetters:
         rows = conn.execute(query).all()
         columns = list(zip(*rows, strict=True)) if rows else [()] * len(_SCHEMA)
         arrays = [
-            pa.array([_plain(v) for v in column], field.type)
+            pa.array([plain_value(v) for v in column], field.type)
             for column, field in zip(columns, _SCHEMA, strict=True)
         ]
         return pa.Table.from_arrays(arrays, schema=_SCHEMA)
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """memoryview (psycopg's bytea) as bytes; naive datetimes are UTC wall time."""
     if isinstance(value, memoryview):
         return value.tobytes()

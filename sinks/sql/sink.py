@@ -41,6 +41,7 @@ from sinks.sql.arrow import JsonText
 from sinks.sql.checkpoints import ensure as ensure_checkpoints
 from sinks.sql.dlq import DeadLetters
 from sinks.sql.load import Loader
+from sinks.sql.markers import DeleteMarkers
 from sinks.sql.types import JSON_TYPE
 from sinks.write import TransactionalSink
 
@@ -82,6 +83,7 @@ class SqlSink(TransactionalSink):
 
                 self._loader = CopyLoader(dialect)
             self._dlq = DeadLetters(spec, dialect)
+            self._delete_markers = DeleteMarkers(spec, dialect, self._loader)
             checkpoints = tables.checkpoint_table(spec, dialect)
             self._checkpoints = Checkpoints(checkpoints, spec, caps)
             self._history = SchemaHistory(history_table(spec.db_schema, dialect), spec)
@@ -179,6 +181,18 @@ class SqlSink(TransactionalSink):
         upserts = self._json.encode(changes.upserts)
         self._loader.upsert(conn, table, upserts, self.spec.key, self._json_columns())
         return deleted
+
+    def _markers_exist(self, conn: Conn) -> bool:
+        return self._delete_markers.exists(_sql(conn))
+
+    def _create_markers(self, conn: Conn, key_type: pa.DataType) -> None:
+        self._delete_markers.create(_sql(conn), key_type)
+
+    def _read_markers(self, conn: Conn, keys: pa.Array) -> pa.Table:
+        return self._delete_markers.read(_sql(conn), keys)
+
+    def _write_markers(self, conn: Conn, deletes: pa.Table) -> None:
+        self._delete_markers.write(_sql(conn), deletes)
 
     def _dead_letters_exist(self, conn: Conn) -> bool:
         return self._dlq.exists(_sql(conn))

@@ -72,7 +72,10 @@ def column_type(
     if _is_text(arrow):
         return _text_type(dialect, indexed=indexed, key_chars=key_chars)
     if t.is_binary(arrow) or t.is_large_binary(arrow) or t.is_fixed_size_binary(arrow):
-        return mysql.LONGBLOB() if bounded_text(dialect) else sa.LargeBinary()
+        if bounded_text(dialect):
+            # MySQL/MariaDB index only bounded bytes: a bytes key as key_chars text would be.
+            return mysql.VARBINARY(4 * key_chars) if indexed else mysql.LONGBLOB()
+        return sa.LargeBinary()
     if t.is_timestamp(arrow):
         if bounded_text(dialect):
             return mysql.DATETIME(fsp=6)

@@ -93,6 +93,11 @@ def test_a_good_file_loads_with_interpolation_and_defaults(tmp_path: Path) -> No
             "pipeline 'user_events', field 'on_schema_conflict': Input should be 'fail' or 'dlq'",
             id="unknown-conflict-policy",
         ),
+        pytest.param(
+            ("    table: user_events\n", f"    table: {'t' * 60}\n    delete_on_tombstone: true\n"),
+            "pipeline 'user_events', field 'table': delete-marker table",
+            id="marker-table-name-too-long",
+        ),
     ],
 )
 def test_bad_definitions_are_one_line_errors(
