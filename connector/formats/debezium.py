@@ -95,8 +95,12 @@ class DebeziumDecoder:
     def decode_tolerant(self, raw: RawBatch) -> tuple[Batch, list[Reject]]:
         n = len(raw)
         failures: dict[int, Failure] = {}
+        values_at = np.empty(n, dtype=object)
+        values_at[:] = raw.values
+        is_null: np.ndarray = values_at == None  # noqa: E711 (elementwise, in C)
         record_keys = self._record_keys(raw, failures)
-        is_null = np.fromiter((v is None for v in raw.values), bool, n)
+        for i in [i for i in failures if is_null[i]]:  # a skipped tombstone needs no key
+            del failures[i]
         live = np.flatnonzero(~is_null)
         values = [raw.values[i] for i in live.tolist()] if len(live) != n else raw.values
         decoded = self.values.decode_values(values)  # type: ignore[arg-type]

@@ -156,6 +156,16 @@ def test_bad_events_are_rejects_with_one_line_reasons() -> None:
         _decoder().decode(raw_batch(values, keys))
 
 
+def test_a_tombstone_with_a_key_that_does_not_decode_is_still_only_skipped() -> None:
+    batch, rejects = _decoder().decode_tolerant(raw_batch([None], [b"not json"]))
+    assert (batch.row_count, batch.tombstone_count, batch.tombstones_skipped, rejects) == (
+        0,
+        0,
+        1,
+        [],
+    )
+
+
 def test_no_record_key_is_a_reject_unless_key_names_fields() -> None:
     value = ev.json_value(ev.payload("c", None, ev.row(1)))
     batch, rejects = _decoder().decode_tolerant(raw_batch([value], [None]))
