@@ -36,6 +36,7 @@ from kafka_etl.errors import CheckpointConflictError, KafkaEtlError, RecordError
 from kafka_etl.secrets import is_secret_name
 from pipelines.config import Project, load_project
 from pipelines.runner import Progress, RunResult, replay_pipeline, run_pipeline
+from pipelines.shards import Shard
 
 TAG_FAILED_AT = "kafka_etl/failed_at"  # topic/partition@offset of the message a load failed on
 TAG_CONFIG = "kafka_etl/config"  # digest of the pipeline's settings when it failed
@@ -151,13 +152,38 @@ class KafkaEtlResource(ConfigurableResource):
                 allow_retries=all(exc.transient for _, exc in failures),
             )
 
-    def _load(self, context: AssetExecutionContext, data: PipelineTranslatorData) -> RunResult:
+    def run_shard(self, context: OpExecutionContext, name: str, shard: Shard) -> RunResult:
+        """Load shard ``shard`` of pipeline ``name``, as ``kafka-etl run NAME --shard K/N``.
+
+        Fails the op with one line naming the pipeline and shard (retryable only if transient);
+        its committed batches stay, so a rerun resumes from the shard's checkpoints.
+        """
+        where = f"pipeline {name!r} shard {shard}"
+        try:
+            data = self.pipeline_data(name)
+            return self._load(context, data, shard)
+        except RecordError as exc:
+            self._tag_failure(context, data, exc)
+            description = f"{where}: {_with_way_out(data, exc)}"
+            raise Failure(description=description, allow_retries=False) from None
+        except KafkaEtlError as exc:
+            text = str(exc).removeprefix(f"pipeline {name!r}: ")
+            raise Failure(description=f"{where}: {text}", allow_retries=exc.transient) from None
+
+    def _load(
+        self,
+        context: AssetExecutionContext | OpExecutionContext,
+        data: PipelineTranslatorData,
+        shard: Shard | None = None,
+    ) -> RunResult:
         name = data.pipeline.name
         carried = 0
         for attempt in range(self.conflict_retries + 1):
-            log = _ProgressLog(context, name)
+            log = _ProgressLog(context, name if shard is None else f"{name} {shard}")
             try:
-                result = run_pipeline(data.project, name, on_start=log.start, on_progress=log.step)
+                result = run_pipeline(
+                    data.project, name, shard=shard, on_start=log.start, on_progress=log.step
+                )
             except CheckpointConflictError as exc:
                 if attempt == self.conflict_retries:
                     raise
@@ -200,7 +226,10 @@ class KafkaEtlResource(ConfigurableResource):
         return metadata
 
     def _tag_failure(
-        self, context: AssetExecutionContext, data: PipelineTranslatorData, exc: RecordError
+        self,
+        context: AssetExecutionContext | OpExecutionContext,
+        data: PipelineTranslatorData,
+        exc: RecordError,
     ) -> None:
         """Where the run failed, for the lag sensor to stop asking for runs that fail there."""
         tags = {
