@@ -158,7 +158,7 @@ class KafkaEtlResource(ConfigurableResource):
         Fails the op with one line naming the pipeline and shard (retryable only if transient);
         its committed batches stay, so a rerun resumes from the shard's checkpoints.
         """
-        where = f"pipeline {name!r} shard {shard}"
+        where = _where(name, shard)
         try:
             data = self.pipeline_data(name)
             return self._load(context, data, shard)
@@ -179,7 +179,7 @@ class KafkaEtlResource(ConfigurableResource):
         name = data.pipeline.name
         carried = 0
         for attempt in range(self.conflict_retries + 1):
-            log = _ProgressLog(context, name if shard is None else f"{name} {shard}")
+            log = _ProgressLog(context, name, shard)
             try:
                 result = run_pipeline(
                     data.project, name, shard=shard, on_start=log.start, on_progress=log.step
@@ -307,25 +307,36 @@ def _located(where: str, exc: KafkaEtlError) -> str:
     return text if text.startswith(where) else f"{where}: {text}"
 
 
-def progress_line(name: str, progress: Progress, seconds: float) -> str:
-    """``pipeline 'x': 40,000/100,000 offsets (40%), 39,500 rows, 8,000 rows/s, ETA 8s``."""
+def progress_line(name: str, progress: Progress, seconds: float, shard: Shard | None = None) -> str:
+    """``pipeline 'x': 40,000/100,000 offsets (40%), 39,500 rows, 8,000 rows/s, ETA 8s``
+    (``pipeline 'x' shard 1/4: …`` for a shard)."""
     done, total = progress.offsets_done, progress.offsets_total
     share = f" ({done / total:.0%})" if total else ""
     rate = progress.rows / seconds if seconds > 0 else 0.0
     offsets_rate = done / seconds if seconds > 0 else 0.0
     eta = f"ETA {(total - done) / offsets_rate:,.0f}s" if offsets_rate > 0 else "ETA unknown"
     return (
-        f"pipeline {name!r}: {done:,}/{total:,} offsets{share}, {progress.rows:,} rows,"
+        f"{_where(name, shard)}: {done:,}/{total:,} offsets{share}, {progress.rows:,} rows,"
         f" {rate:,.0f} rows/s, {eta}"
     )
+
+
+def _where(name: str, shard: Shard | None) -> str:
+    return f"pipeline {name!r}" + (f" shard {shard}" if shard is not None else "")
 
 
 class _ProgressLog:
     """Run progress as log lines in the Dagster UI, at most one every few seconds."""
 
-    def __init__(self, context: AssetExecutionContext | OpExecutionContext, name: str) -> None:
+    def __init__(
+        self,
+        context: AssetExecutionContext | OpExecutionContext,
+        name: str,
+        shard: Shard | None = None,
+    ) -> None:
         self._context = context
         self._name = name
+        self._shard = shard
         self._began = self._last = time.monotonic()
         self.rows = 0
 
@@ -334,8 +345,8 @@ class _ProgressLog:
             f"{p}:[{plan.start[p]},{plan.end[p]})" for p in sorted(plan.start) if plan.lag[p]
         )
         self._context.log.info(
-            f"pipeline {self._name!r}: {plan.total_lag:,} offsets to read from {plan.topic}"
-            + (f" ({ranges})" if ranges else "")
+            f"{_where(self._name, self._shard)}: {plan.total_lag:,} offsets to read from"
+            f" {plan.topic}" + (f" ({ranges})" if ranges else "")
         )
 
     def step(self, progress: Progress) -> None:
@@ -343,4 +354,6 @@ class _ProgressLog:
         now = time.monotonic()
         if now - self._last >= _LOG_EVERY:
             self._last = now
-            self._context.log.info(progress_line(self._name, progress, now - self._began))
+            self._context.log.info(
+                progress_line(self._name, progress, now - self._began, self._shard)
+            )
