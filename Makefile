@@ -18,11 +18,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages the tests use: database servers (scripts/local-db installs them too) and
-# Chromium for the UI test. Java 17 and Maven are on the machine image.
+# Debian packages the tests use: database servers (scripts/local-db installs them too),
+# Chromium for the UI test and redis-server (the Celery executor's broker in the Dagster tests,
+# started by the tests on loopback). Java 17 and Maven are on the machine image.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	if [ -n "$$missing" ]; then \

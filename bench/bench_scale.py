@@ -15,7 +15,15 @@ grow, for this checkout and (``--compare``) any other, side by side in one run.
     topics, then every member's ``plan_read``), the whole run's rows/s, and every table's row
     count checked. A tree without multi-topic pipelines shows "n/a".
 
+(c) shards: one pipeline of ``--shard-partitions`` partitions holding ``--shard-rows`` events,
+    loaded by 1, 2 and 4 concurrent ``kafka-etl run NAME --shard K/N`` processes (the same code
+    path as the Dagster shard ops) into a fresh PostgreSQL database each time
+    ($KAFKA_ETL_TEST_POSTGRESQL_URL or ``--postgresql``), and by 1 and 2 into DuckDB; wall time
+    from the first start to the last exit, rows/s and speed-up over 1 shard, with exactly-once
+    checked after each (rows = distinct (partition, offset) = produced). This tree only.
+
     .venv/bin/python bench/bench_scale.py [--repeat 5] [--pipelines 50] [--compare /work/main]
+    .venv/bin/python bench/bench_scale.py --only shards [--shard-rows 400000]
 
 Each tree is measured in a child process with ``PYTHONPATH=TREE``, so ``--compare`` takes the
 root of another checkout (e.g. main, for the figures before a change). Uses
@@ -236,9 +244,13 @@ def main() -> None:
     parser.add_argument("--pattern-events", type=int, default=5_000)
     parser.add_argument("--compare", type=Path, action="append", default=[])
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child's JSON spec
+    add_shard_arguments(parser)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(json.loads(args.measure))))
+        return
+    if args.only == "shards":
+        print_shards(shard_figures(bootstrap(), args), args)
         return
 
     servers = bootstrap()
@@ -279,6 +291,9 @@ def main() -> None:
     finally:
         admin.delete_topics([*plan_topics, *status_topics, *pattern_topics])
     _print(trees, results, args)
+    if args.only != "scale":
+        print()
+        print_shards(shard_figures(servers, args), args)
 
 
 def _child(
@@ -342,6 +357,168 @@ def _print(trees: list[Path], results: list[dict[str, Any]], args: Any) -> None:
     for label, cell in rows.items():
         cells = [cell(r["pattern"]) if r.get("pattern") else "n/a" for r in results]
         print(label.ljust(12) + "".join(c.ljust(width) for c in cells))
+
+
+# -- (c) shards ------------------------------------------------------------------------------
+SHARD_COUNTS = {"postgresql": (1, 2, 4), "duckdb": (1, 2)}
+
+
+def add_shard_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--only", choices=("scale", "shards"), help="only (a)+(b), or only (c)")
+    parser.add_argument("--shard-rows", type=int, default=400_000)
+    parser.add_argument("--shard-partitions", type=int, default=8)
+    parser.add_argument("--postgresql", default=os.environ.get("KAFKA_ETL_TEST_POSTGRESQL_URL"))
+
+
+def shard_figures(servers: str, args: Any) -> list[dict[str, Any]]:
+    """Load one topic with 1/2/4 concurrent shard processes per target; verify each load."""
+    admin = AdminClient(logged({"bootstrap.servers": servers}))
+    topic = f"bench-shards-{uuid.uuid4().hex[:6]}"
+    parts = args.shard_partitions
+    figures = []
+    try:
+        create_topics(admin, {topic: parts})
+        _produce_events(servers, topic, parts, args.shard_rows)
+        for backend, counts in SHARD_COUNTS.items():
+            if backend == "postgresql" and not args.postgresql:
+                print("shards into PostgreSQL skipped: set --postgresql or the test URL")
+                continue
+            for n in counts:
+                with (
+                    tempfile.TemporaryDirectory(prefix="bench-shards-") as tmp,
+                    _target(backend, args.postgresql, Path(tmp)) as url,
+                ):
+                    config = _shard_config(Path(tmp), servers, topic, url, n)
+                    seconds = _run_shards(config, n)
+                    _verify(url, Path(tmp), args.shard_rows)
+                figures.append({"backend": backend, "shards": n, "seconds": seconds})
+    finally:
+        admin.delete_topics([topic])
+    return figures
+
+
+def _produce_events(servers: str, topic: str, partitions: int, rows: int) -> None:
+    producer = Producer(logged({"bootstrap.servers": servers, "linger.ms": 50}))
+    actions = ("login", "logout", "view", "click", "purchase")
+    for i in range(rows):
+        value = json.dumps({"user_id": i % 5000, "action": actions[i % 5], "seq": i})
+        while True:
+            try:
+                producer.produce(topic, value.encode(), partition=i % partitions)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120):
+        raise SystemExit(f"{topic}: not every message was delivered")
+
+
+class _target:
+    """A fresh PostgreSQL database (dropped after) or a DuckDB file in ``directory``."""
+
+    def __init__(self, backend: str, server: str | None, directory: Path) -> None:
+        self.backend, self.server, self.directory = backend, server, directory
+        self.name = f"bench_{uuid.uuid4().hex[:10]}"
+
+    def _admin(self) -> Any:
+        import sqlalchemy as sa
+
+        return sa.create_engine(str(self.server), isolation_level="AUTOCOMMIT")
+
+    def __enter__(self) -> str:
+        if self.backend == "duckdb":
+            return "duckdb:///warehouse.duckdb"
+        import sqlalchemy as sa
+
+        engine = self._admin()
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
+        engine.dispose()
+        url = sa.make_url(str(self.server)).set(database=self.name)
+        return url.render_as_string(hide_password=False)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.backend == "duckdb":
+            return
+        import sqlalchemy as sa
+
+        engine = self._admin()
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+def _shard_config(directory: Path, servers: str, topic: str, url: str, shards: int) -> Path:
+    body = {"topic": topic, "target": url, "table": "events", "shards": shards}
+    if url.startswith("duckdb"):
+        body["lock_timeout"] = 600  # shards of one file take turns: wait for the others
+    document = {"kafka": {"bootstrap.servers": servers}, "pipelines": {"events": body}}
+    path = directory / "pipelines.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _run_shards(config: Path, shards: int) -> float:
+    """Wall seconds of ``shards`` concurrent ``kafka-etl run --shard K/N`` processes."""
+    command = [sys.executable, "-m", "pipelines.cli", "-c", str(config), "run", "events"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            [*command, "--shard", f"{k}/{shards}"],
+            env=env,
+            cwd=config.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(shards)
+    ]
+    errors = [(p.wait(timeout=3600), p.stderr.read() if p.stderr else "") for p in procs]
+    seconds = time.monotonic() - started
+    for code, err in errors:
+        if code != 0:
+            raise SystemExit(f"a shard exited {code}: {err.strip()[-500:]}")
+    return seconds
+
+
+def _verify(url: str, directory: Path, produced: int) -> None:
+    """Exactly once: as many rows as distinct (partition, offset) pairs as produced."""
+    query = "SELECT COUNT(*), COUNT(DISTINCT (_partition, _offset)) FROM events"
+    if url.startswith("duckdb:///"):
+        import duckdb
+
+        con = duckdb.connect(str(directory / url.removeprefix("duckdb:///")), read_only=True)
+        try:
+            rows, distinct = con.execute(query).fetchone() or (0, 0)
+        finally:
+            con.close()
+    else:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                rows, distinct = conn.execute(sa.text(query)).one()
+        finally:
+            engine.dispose()
+    if not rows == distinct == produced:
+        raise SystemExit(f"not exactly once: {rows} rows, {distinct} distinct, {produced} sent")
+
+
+def print_shards(figures: list[dict[str, Any]], args: Any) -> None:
+    print(
+        f"shards: {args.shard_rows:,} events on {args.shard_partitions} partitions, N concurrent"
+        " `kafka-etl run --shard K/N` processes, wall time; exactly once verified after each"
+    )
+    base: dict[str, float] = {}
+    for f in figures:
+        base.setdefault(f["backend"], f["seconds"])
+        rate = args.shard_rows / f["seconds"]
+        speedup = base[f["backend"]] / f["seconds"]
+        print(
+            f"{f['backend']:<12}{f['shards']} shard(s)  {f['seconds']:7.2f} s"
+            f"  {rate:10,.0f} rows/s  x{speedup:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -9,11 +9,14 @@ from dagster import (
     DefaultScheduleStatus,
     DefaultSensorStatus,
     Definitions,
+    ExecutorDefinition,
     define_asset_job,
     in_process_executor,
+    multiprocess_executor,
 )
 
 from dagster_project.assets import (
+    build_kafka_etl_asset_specs,
     by_pool,
     dedupe,
     load_assets,
@@ -25,6 +28,7 @@ from dagster_project.check_defs import kafka_etl_checks
 from dagster_project.observe import observation_sensor
 from dagster_project.replays import RETAINED, kafka_etl_replay_job
 from dagster_project.resource import KafkaEtlResource
+from dagster_project.shard_assets import is_sharded, sharded_load_asset
 from dagster_project.translator import KafkaEtlTranslator
 from kafka_etl.errors import ConfigError
 from pipelines.checks import cron
@@ -48,6 +52,7 @@ def build_definitions(
     poison_after: int = DEFAULT_POISON_AFTER,
     observe_interval_seconds: int = 15,
     observations_running: bool = True,
+    shard_executor: ExecutorDefinition | None = None,
 ) -> Definitions:
     """Per pipeline: a table asset, its checks, ``<name>_load``, ``<name>_checks`` and
     ``<name>_replay`` jobs, a schedule when ``schedule:`` is set, a checks schedule
@@ -58,6 +63,11 @@ def build_definitions(
     Pipelines writing to one DuckDB file share one op (and pool), so the file is never opened
     by two runs at once; pipelines on SQL databases get an op (and a pool) each. The jobs run
     their single op in the run's own process (no second process to start per run).
+
+    A pipeline with ``shards: N`` (N > 1) is a graph of N shard ops and a merge op
+    (``dagster_project.shard_assets``); its load job runs on ``shard_executor``
+    (``multiprocess_executor`` by default; e.g. ``dagster_celery.celery_executor`` or
+    ``dagster_k8s.k8s_job_executor`` to spread the shards over machines).
     """
     if checks_schedule is not None:
         try:
@@ -68,7 +78,16 @@ def build_definitions(
     translator = translator or KafkaEtlTranslator()
     datas = pipeline_data(project, None)
     groups = by_pool(datas).values()
-    loads = [load_assets(project, translator, group) for group in groups]
+    loads = [
+        load_assets(project, translator, single)
+        for group in groups
+        if (single := [d for d in group if not is_sharded(d)])
+    ]
+    loads += [
+        sharded_load_asset(d, build_kafka_etl_asset_specs(project, [d.ref], translator)[0])
+        for d in datas
+        if is_sharded(d)
+    ]
     checks = [
         kafka_etl_checks(project=project, pipelines=[d.ref for d in group], translator=translator)
         for group in groups
@@ -92,7 +111,9 @@ def build_definitions(
             selection=AssetSelection.assets(table.key).without_checks(),
             description=f"Load {data.pipeline.topics_shown} into {data.pipeline.table}.",
             tags=tags,
-            executor_def=in_process_executor,
+            executor_def=(shard_executor or multiprocess_executor)
+            if is_sharded(data)
+            else in_process_executor,
         )
         checks_job = define_asset_job(
             f"{data.job_prefix}_checks",

@@ -37,6 +37,7 @@ from kafka_etl.errors import CheckpointConflictError, KafkaEtlError, RecordError
 from kafka_etl.secrets import is_secret_name
 from pipelines.config import Project, load_project
 from pipelines.runner import Progress, RunResult, replay_pipeline, run_pipeline
+from pipelines.shards import Shard
 
 TAG_FAILED_AT = "kafka_etl/failed_at"  # topic/partition@offset of the message a load failed on
 TAG_CONFIG = "kafka_etl/config"  # digest of the pipeline's settings when it failed
@@ -152,14 +153,42 @@ class KafkaEtlResource(ConfigurableResource):
                 allow_retries=all(exc.transient for _, exc in failures),
             )
 
-    def _load(self, context: AssetExecutionContext, data: PipelineTranslatorData) -> RunResult:
+    def run_shard(self, context: OpExecutionContext, name: str, shard: Shard) -> RunResult:
+        """Load shard ``shard`` of pipeline ``name``, as ``kafka-etl run NAME --shard K/N``.
+
+        Fails the op with one line naming the pipeline and shard (retryable only if transient);
+        its committed batches stay, so a rerun resumes from the shard's checkpoints.
+        """
+        where = _where(name, shard)
+        try:
+            data = self.pipeline_data(name)
+            return self._load(context, data, shard)
+        except RecordError as exc:
+            self._tag_failure(context, data, exc)
+            description = f"{where}: {_with_way_out(data, exc)}"
+            raise Failure(description=description, allow_retries=False) from None
+        except KafkaEtlError as exc:
+            pipeline = name.partition("::")[0]  # a member's ref names its topic too
+            text = str(exc).removeprefix(f"pipeline {pipeline!r}: ")
+            raise Failure(description=f"{where}: {text}", allow_retries=exc.transient) from None
+
+    def _load(
+        self,
+        context: AssetExecutionContext | OpExecutionContext,
+        data: PipelineTranslatorData,
+        shard: Shard | None = None,
+    ) -> RunResult:
         name = data.pipeline.name
         carried = 0
         for attempt in range(self.conflict_retries + 1):
-            log = _ProgressLog(context, name)
+            log = _ProgressLog(context, name, shard)
             try:
                 result = run_pipeline(
-                    data.project, data.pipeline, on_start=log.start, on_progress=log.step
+                    data.project,
+                    data.pipeline,
+                    shard=shard,
+                    on_start=log.start,
+                    on_progress=log.step,
                 )
             except CheckpointConflictError as exc:
                 if attempt == self.conflict_retries:
@@ -203,7 +232,10 @@ class KafkaEtlResource(ConfigurableResource):
         return metadata
 
     def _tag_failure(
-        self, context: AssetExecutionContext, data: PipelineTranslatorData, exc: RecordError
+        self,
+        context: AssetExecutionContext | OpExecutionContext,
+        data: PipelineTranslatorData,
+        exc: RecordError,
     ) -> None:
         """Where the run failed, for the lag sensor to stop asking for runs that fail there."""
         tags = {
@@ -281,25 +313,36 @@ def _located(where: str, exc: KafkaEtlError) -> str:
     return text if text.startswith(where) else f"{where}: {text}"
 
 
-def progress_line(name: str, progress: Progress, seconds: float) -> str:
-    """``pipeline 'x': 40,000/100,000 offsets (40%), 39,500 rows, 8,000 rows/s, ETA 8s``."""
+def progress_line(name: str, progress: Progress, seconds: float, shard: Shard | None = None) -> str:
+    """``pipeline 'x': 40,000/100,000 offsets (40%), 39,500 rows, 8,000 rows/s, ETA 8s``
+    (``pipeline 'x' shard 1/4: …`` for a shard)."""
     done, total = progress.offsets_done, progress.offsets_total
     share = f" ({done / total:.0%})" if total else ""
     rate = progress.rows / seconds if seconds > 0 else 0.0
     offsets_rate = done / seconds if seconds > 0 else 0.0
     eta = f"ETA {(total - done) / offsets_rate:,.0f}s" if offsets_rate > 0 else "ETA unknown"
     return (
-        f"pipeline {name!r}: {done:,}/{total:,} offsets{share}, {progress.rows:,} rows,"
+        f"{_where(name, shard)}: {done:,}/{total:,} offsets{share}, {progress.rows:,} rows,"
         f" {rate:,.0f} rows/s, {eta}"
     )
+
+
+def _where(name: str, shard: Shard | None) -> str:
+    return f"pipeline {name!r}" + (f" shard {shard}" if shard is not None else "")
 
 
 class _ProgressLog:
     """Run progress as log lines in the Dagster UI, at most one every few seconds."""
 
-    def __init__(self, context: AssetExecutionContext | OpExecutionContext, name: str) -> None:
+    def __init__(
+        self,
+        context: AssetExecutionContext | OpExecutionContext,
+        name: str,
+        shard: Shard | None = None,
+    ) -> None:
         self._context = context
         self._name = name
+        self._shard = shard
         self._began = self._last = time.monotonic()
         self.rows = 0
 
@@ -308,8 +351,8 @@ class _ProgressLog:
             f"{p}:[{plan.start[p]},{plan.end[p]})" for p in sorted(plan.start) if plan.lag[p]
         )
         self._context.log.info(
-            f"pipeline {self._name!r}: {plan.total_lag:,} offsets to read from {plan.topic}"
-            + (f" ({ranges})" if ranges else "")
+            f"{_where(self._name, self._shard)}: {plan.total_lag:,} offsets to read from"
+            f" {plan.topic}" + (f" ({ranges})" if ranges else "")
         )
 
     def step(self, progress: Progress) -> None:
@@ -317,4 +360,6 @@ class _ProgressLog:
         now = time.monotonic()
         if now - self._last >= _LOG_EVERY:
             self._last = now
-            self._context.log.info(progress_line(self._name, progress, now - self._began))
+            self._context.log.info(
+                progress_line(self._name, progress, now - self._began, self._shard)
+            )
