@@ -13,37 +13,28 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from connector.client import ReadPlan
-from connector.lag import PartitionLag
 from kafka_etl.errors import KafkaEtlError, TerminalError
 from pipelines import exits
-from pipelines.config import Project, load_project
-from pipelines.dead_letters import list_dead_letters, replay_dead_letters
 from pipelines.ranges import CLI_NAMES, RangeError, parse_timestamp, replay_range
-from pipelines.runner import (
-    Progress as RunProgress,
-)
-from pipelines.runner import (
-    ResetMove,
-    ResetTarget,
-    RunResult,
-    pipeline_schema,
-    pipeline_status,
-    plan_reset,
-    replay_pipeline,
-    reset_pipeline,
-    run_pipeline,
-)
 from pipelines.shards import Shard, ShardError, check_shard, parse_shard, shard_of
-from pipelines.summary import loaded_offsets
+
+# The pipelines file, the runner (SQLAlchemy, pyarrow, librdkafka) and the progress bar are
+# imported by the commands that use them: `--help` and a usage mistake answer at once.
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from connector.client import ReadPlan
+    from connector.lag import PartitionLag
+    from pipelines.config import Project
+    from pipelines.runner import Progress as RunProgress
+    from pipelines.runner import ResetMove, ResetTarget, RunResult
 
 app = typer.Typer(
     add_completion=False,
@@ -124,6 +115,8 @@ def _verbose(ctx: typer.Context) -> bool:
 
 
 def _project(ctx: typer.Context) -> Project:
+    from pipelines.config import load_project
+
     return load_project(ctx.obj)
 
 
@@ -146,6 +139,9 @@ def run(
 ) -> None:
     """Load everything up to the current high watermarks, exactly once (with --shard, only
     that shard's partitions; the other shards' checkpoints are left alone)."""
+    from pipelines.runner import run_pipeline
+    from pipelines.summary import loaded_offsets
+
     project = _project(ctx)
     _shard_of_pipeline(ctx, project, name, shard)
     bar = _LazyBar(enabled=not as_json)
@@ -192,6 +188,8 @@ def status(
 
     A pipeline that cannot be inspected (its topic deleted, its database down) is one error
     line; the others are still shown, and the exit code is the worst one met."""
+    from pipelines.runner import pipeline_status
+
     project = _project(ctx)
     reports: list[dict[str, Any]] = []
     worst = exits.OK
@@ -261,6 +259,8 @@ def schema(
     name: Annotated[str, typer.Argument(help="Pipeline whose table to describe.")],
 ) -> None:
     """The target table's current columns and the history of schema changes applied to it."""
+    from pipelines.runner import pipeline_schema
+
     project = _project(ctx)
     pipeline = project.pipeline(name)
     columns, history = pipeline_schema(project, name)
@@ -317,6 +317,8 @@ def reset(
         msg = "--to-offset needs --partition"
         ctx.fail(msg)
     target: ResetTarget = to_offset if to_offset is not None else _reset_target(ctx, to or "")
+    from pipelines.runner import plan_reset, reset_pipeline
+
     project = _project(ctx)
     moves = plan_reset(project, name, target, partition)
     doomed = sum(m.rows for m in moves)
@@ -379,6 +381,9 @@ def backfill(
         )
     except RangeError as exc:
         ctx.fail(str(exc))
+    from pipelines.runner import replay_pipeline
+    from pipelines.summary import loaded_offsets
+
     project = _project(ctx)
     _shard_of_pipeline(ctx, project, name, shard)
     if shard is not None and partition is not None and not shard.owns(partition):
@@ -428,6 +433,8 @@ def dlq(
     limit: Annotated[int, typer.Option("--limit", min=1, help="Rows to list.")] = 50,
 ) -> None:
     """List the messages set aside in <table>__dlq, or replay them after fixing the pipeline."""
+    from pipelines.dead_letters import list_dead_letters, replay_dead_letters
+
     project = _project(ctx)
     if replay:
         done = replay_dead_letters(project, name)
@@ -530,6 +537,8 @@ class _LazyBar:
         if not self._enabled or time.monotonic() - self._began < _PROGRESS_AFTER:
             return
         if self._progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
             self._progress = Progress(
                 "[progress.description]{task.description}",
                 BarColumn(),
