@@ -7,6 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # The slowest tests are listed at the end of each run: the suite is to stay under ~25 minutes.
 PYTEST_ARGS ?= --durations=30
+# Two pytest processes (pytest-xdist), each given whole files (`loadfile`: a module's shared
+# services start once, and its tests keep their order). Most of a test's time is a CLI
+# subprocess starting, a broker or database answering, or a daemon's tick: two workers overlap
+# those waits even on 2 cores. Every test makes its own topics, databases and files; a worker
+# with no KAFKA_BOOTSTRAP_SERVERS starts its own broker. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: demo test test-lowest install system-deps services kafka connect ui lint bench clean
 
@@ -49,7 +55,7 @@ demo: install
 
 test: install services connect
 	@# pytest exits 5 when it collected no test: that is a failure here, like any non-zero exit.
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # The lowest versions pyproject.toml allows (uv --resolution lowest-direct: each direct

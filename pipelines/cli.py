@@ -13,39 +13,28 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from connector.client import ReadPlan
-from connector.lag import PartitionLag
 from kafka_etl.errors import KafkaEtlError, TerminalError
 from pipelines import exits
-from pipelines.config import Pipeline, Project, load_project
-from pipelines.dead_letters import list_dead_letters, replay_dead_letters
 from pipelines.ranges import CLI_NAMES, RangeError, parse_timestamp, replay_range
-from pipelines.runner import (
-    Progress as RunProgress,
-)
-from pipelines.runner import (
-    ResetMove,
-    ResetTarget,
-    RunResult,
-    members,
-    pipeline_schema,
-    pipeline_status,
-    plan_reset,
-    replay_pipeline,
-    reset_pipeline,
-    run_members,
-    run_pipeline,
-)
 from pipelines.shards import Shard, ShardError, check_shard, parse_shard, shard_of
-from pipelines.summary import loaded_offsets
+
+# The pipelines file, the runner (SQLAlchemy, pyarrow, librdkafka) and the progress bar are
+# imported by the commands that use them: `--help` and a usage mistake answer at once.
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from connector.client import ReadPlan
+    from connector.lag import PartitionLag
+    from pipelines.config import Pipeline, Project
+    from pipelines.runner import Progress as RunProgress
+    from pipelines.runner import ResetMove, ResetTarget, RunResult
 
 app = typer.Typer(
     add_completion=False,
@@ -134,6 +123,8 @@ def _verbose(ctx: typer.Context) -> bool:
 
 
 def _project(ctx: typer.Context) -> Project:
+    from pipelines.config import load_project
+
     return load_project(ctx.obj)
 
 
@@ -158,6 +149,9 @@ def run(
     """Load everything up to the current high watermarks, exactly once (with --shard, only
     that shard's partitions; the other shards' checkpoints are left alone). A multi-topic
     pipeline loads each of its topics (with --topic, that one), a topic after the other."""
+    from pipelines.runner import run_pipeline
+    from pipelines.summary import loaded_offsets
+
     project = _project(ctx)
     _shard_of_pipeline(ctx, project, name, shard)
     if project.pipeline(name).multi_topic:
@@ -206,6 +200,9 @@ def _run_members(
     topic: str | None,
 ) -> None:
     """``run`` of a multi-topic pipeline: one line of totals, ``-v`` one line per topic."""
+    from pipelines.runner import run_members
+    from pipelines.summary import loaded_offsets
+
     done = run_members(project, name, shard=shard, topic=topic)
     for member, result in zip(done.members, done.results, strict=True):
         _report_to_dagster(project, member, result)
@@ -266,6 +263,8 @@ def status(
 
     A pipeline that cannot be inspected (its topic deleted, its database down) is one error
     line; the others are still shown, and the exit code is the worst one met."""
+    from pipelines.runner import pipeline_status
+
     project = _project(ctx)
     reports: list[dict[str, Any]] = []
     worst = exits.OK
@@ -302,6 +301,8 @@ def status(
 
 def _member_status(project: Project, name: str, report: dict[str, Any], as_json: bool) -> None:
     """``status`` of a multi-topic pipeline: one table, a row per topic and partition."""
+    from pipelines.runner import members, pipeline_status
+
     pipeline = project.pipeline(name)
     shards = pipeline.shards
     rows = [(m, s) for m in members(project, name) for s in pipeline_status(project, m)]
@@ -382,6 +383,8 @@ def schema(
 ) -> None:
     """The target table's current columns and the history of schema changes applied to it
     (a multi-topic pipeline: each of its tables, or that of --topic)."""
+    from pipelines.runner import members
+
     project = _project(ctx)
     tables: dict[str, Pipeline] = {}
     for member in members(project, name, topic=topic):
@@ -391,6 +394,8 @@ def schema(
 
 
 def _schema(name: str, project: Project, pipeline: Pipeline) -> None:
+    from pipelines.runner import pipeline_schema
+
     columns, history = pipeline_schema(project, pipeline)
     where = f"{pipeline.db_schema}.{pipeline.table}" if pipeline.db_schema else pipeline.table
     where = escape(where)
@@ -439,6 +444,8 @@ def reset(
     """Move a pipeline's checkpoints. In append mode, rows at or after them are deleted in the
     same transaction, so the next run reloads them exactly once. A reset that deletes rows
     asks first on a terminal, and needs --yes otherwise."""
+    from pipelines.runner import members
+
     if (to is None) == (to_offset is None):
         msg = "give one of --to or --to-offset"
         ctx.fail(msg)
@@ -446,6 +453,8 @@ def reset(
         msg = "--to-offset needs --partition"
         ctx.fail(msg)
     target: ResetTarget = to_offset if to_offset is not None else _reset_target(ctx, to or "")
+    from pipelines.runner import plan_reset, reset_pipeline
+
     project = _project(ctx)
     found = members(project, name, topic=topic)
     if partition is not None and len(found) > 1:
@@ -512,6 +521,8 @@ def backfill(
     """Replay an already-loaded range (by time or by offsets); the checkpoint never moves.
     With --shard, only that shard's partitions are replayed. A multi-topic pipeline replays
     each of its topics (with --topic, that one; replaying offsets needs it)."""
+    from pipelines.runner import members
+
     try:
         wanted = replay_range(
             CLI_NAMES,
@@ -523,6 +534,8 @@ def backfill(
         )
     except RangeError as exc:
         ctx.fail(str(exc))
+    from pipelines.runner import replay_pipeline
+
     project = _project(ctx)
     _shard_of_pipeline(ctx, project, name, shard)
     if shard is not None and partition is not None and not shard.owns(partition):
@@ -561,6 +574,8 @@ def backfill(
 
 
 def _replayed(ctx: typer.Context, result: RunResult, multi: bool) -> None:
+    from pipelines.summary import loaded_offsets
+
     ranges = loaded_offsets(
         result.ranges, verbose=_verbose(ctx), empty="nothing loaded in that range"
     )
@@ -588,12 +603,16 @@ def dlq(
 ) -> None:
     """List the messages set aside in <table>__dlq, or replay them after fixing the pipeline
     (a multi-topic pipeline: those of each of its topics, or of --topic)."""
+    from pipelines.runner import members
+
     project = _project(ctx)
     for member in members(project, name, topic=topic):
         _dlq(project, name, member, replay, limit)
 
 
 def _dlq(project: Project, name: str, member: Pipeline, replay: bool, limit: int) -> None:
+    from pipelines.dead_letters import list_dead_letters, replay_dead_letters
+
     who = f"{name} ({member.topic})" if project.pipeline(name).multi_topic else name
     if replay:
         done = replay_dead_letters(project, member)
@@ -696,6 +715,8 @@ class _LazyBar:
         if not self._enabled or time.monotonic() - self._began < _PROGRESS_AFTER:
             return
         if self._progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
             self._progress = Progress(
                 "[progress.description]{task.description}",
                 BarColumn(),

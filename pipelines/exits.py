@@ -15,12 +15,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
 from kafka_etl.errors import KafkaEtlError
-from pipelines.runner import RunInterrupted
+
+if TYPE_CHECKING:
+    from pipelines.runner import RunInterrupted
 
 PROG = "kafka-etl"
 OK, TERMINAL, USAGE, TRANSIENT = 0, 1, 2, 75
@@ -99,24 +101,36 @@ def stop_signals() -> Iterator[None]:
 
 def interrupted(exc: KeyboardInterrupt) -> int:
     """Report an interrupt in one line; the exit code is 128 + the signal's number."""
-    cause = exc.cause if isinstance(exc, RunInterrupted) else exc
+    run = _run_interrupted(exc)
+    cause = run.cause if run is not None else exc
     signum = cause.signum if isinstance(cause, Stopped) else signal.SIGINT
     name = signal.Signals(signum).name
-    if isinstance(exc, RunInterrupted) and exc.replay:
+    if run is not None and run.replay:
         error(
-            f"pipeline {exc.pipeline!r}: backfill interrupted by {name}: {exc.rows:,} rows"
-            f" replayed in {exc.batches:,} batches, the batch in flight was not committed;"
+            f"pipeline {run.pipeline!r}: backfill interrupted by {name}: {run.rows:,} rows"
+            f" replayed in {run.batches:,} batches, the batch in flight was not committed;"
             " the checkpoints did not move, run the same backfill again to finish it"
         )
-    elif isinstance(exc, RunInterrupted):
+    elif run is not None:
         error(
-            f"pipeline {exc.pipeline!r}: interrupted by {name}: {exc.rows:,} rows committed in"
-            f" {exc.batches:,} batches; the batch in flight was not committed and the next run"
+            f"pipeline {run.pipeline!r}: interrupted by {name}: {run.rows:,} rows committed in"
+            f" {run.batches:,} batches; the batch in flight was not committed and the next run"
             " continues from the checkpoints"
         )
     else:
         error(f"interrupted by {name}")
     return 128 + signum
+
+
+def _run_interrupted(exc: KeyboardInterrupt) -> RunInterrupted | None:
+    """``exc`` as a load's ``RunInterrupted``, if it is one. Only the runner raises those, so
+    a command that never imported it (help, a usage mistake) does not import it here either:
+    the CLI imports the runner only for the commands that load."""
+    if "pipelines.runner" not in sys.modules:
+        return None
+    from pipelines.runner import RunInterrupted
+
+    return exc if isinstance(exc, RunInterrupted) else None
 
 
 def usage(exc: Any) -> int:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from connector.client import ReadPlan
+if TYPE_CHECKING:  # at run time only shard_plan needs it: the CLI parses --shard without Kafka
+    from connector.client import ReadPlan
 
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
@@ -78,6 +80,8 @@ def check_shard(shard: Shard, declared: int | None, pipeline: str) -> None:
 
 def shard_plan(plan: ReadPlan, shard: Shard) -> ReadPlan:
     """``plan`` restricted to the partitions ``shard`` owns."""
+    from connector.client import ReadPlan
+
     owned = set(shard.select(plan.start))
     return ReadPlan(
         plan.topic,

@@ -108,6 +108,9 @@ def connect(
         for name, value in {
             "TimeZone": "UTC",
             "memory_limit": MEMORY_LIMIT,
+            # DuckDB draws a bar on stdout for a query over 2 s (on a busy machine, a write):
+            # that would land in the middle of `kafka-etl run --json`'s output.
+            "enable_progress_bar": False,
             **(settings or {}),
         }.items():
             con.execute(f"SET {quote(name)} = ?", [value])

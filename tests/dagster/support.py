@@ -56,8 +56,9 @@ def check_metadata(evaluation: Any) -> dict[str, Any]:
 
 
 def table_rows(path: Path, table: str = "events") -> list[tuple[Any, ...]]:
-    """Every row of a DuckDB table, sorted: compares table content across runs."""
-    con = duckdb.connect(str(path), read_only=True)
+    """Every row of a DuckDB table, sorted: compares table content across runs. Dagster marks
+    a run finished a moment before its process exits and lets go of the file: wait for that."""
+    con = wait_for(f"{path.name} free to read", lambda: _read_only(path), 30, every=0.2)
     try:
         ident = '"' + table.replace('"', '""') + '"'
         return sorted(
@@ -94,3 +95,12 @@ class GraphQL:
             answer = json.load(response)
         assert not answer.get("errors"), answer["errors"]
         return answer["data"]
+
+
+def _read_only(path: Path) -> duckdb.DuckDBPyConnection | None:
+    try:
+        return duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException as exc:  # "Could not set lock on file": a writer still holds it
+        if "lock" not in str(exc):
+            raise
+        return None

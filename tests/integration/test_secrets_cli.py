@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import threading
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,13 +176,36 @@ COMMANDS: list[tuple[str, ...]] = [
 SQL_PIPELINES = ("p_userinfo", "p_query", "p_empty")
 
 
+Command = tuple[str, ...]
+Done = subprocess.CompletedProcess[str] | None
+PARALLEL = 4  # CLI processes at once: most of each one's time is start-up and network waits
+
+
 class Runs:
-    """Runs commands and keeps what each printed."""
+    """Runs commands and keeps what each printed (safe to call from several threads)."""
 
     def __init__(self, secrets: Secrets) -> None:
         self.secrets = secrets
         self.leaks: list[str] = []
         self.hung: list[str] = []
+        self._lock = threading.Lock()
+
+    def each(
+        self, config: Path, commands: Iterable[Command], *, timeout: float = 120
+    ) -> list[Done]:
+        """Run independent commands, ``PARALLEL`` at a time; results in the given order."""
+        with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+            return list(pool.map(lambda args: self(config, *args, timeout=timeout), commands))
+
+    def in_sequence(self, config: Path, sequences: Iterable[Sequence[Command]]) -> list[list[Done]]:
+        """Run each sequence's commands one after another (each may need the one before),
+        the sequences at the same time: they touch nothing in common."""
+
+        def one(sequence: Sequence[Command]) -> list[Done]:
+            return [self(config, *args) for args in sequence]
+
+        with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+            return list(pool.map(one, sequences))
 
     def __call__(
         self, config: Path, *args: str, timeout: float = 120
@@ -189,14 +214,21 @@ class Runs:
         try:
             done = cli(config, *args, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
-            self.hung.append(where)
+            with self._lock:
+                self.hung.append(where)
             self._check(where, _text(exc.stdout) + _text(exc.stderr))
             return None
         self._check(where, done.stdout + done.stderr)
         return done
 
     def _check(self, where: str, output: str) -> None:
-        self.leaks += [f"{where}: {leak}" for leak in self.secrets.leaks(output)]
+        found = [f"{where}: {leak}" for leak in self.secrets.leaks(output)]
+        with self._lock:
+            self.leaks += found
+
+
+def _command(template: Command, pipeline: str) -> Command:
+    return tuple(a.format(p=pipeline) for a in template)
 
 
 def _text(value: str | bytes | None) -> str:
@@ -210,10 +242,12 @@ def test_no_command_prints_a_secret_when_it_succeeds(setup: Setup, kafka_bootstr
     assert validate is not None and validate.returncode == 0, validate
     flat = validate.stdout.replace("\n", "")  # rich wraps long lines
     assert flat.count(":***@") == 2 and "?password=***" in flat, validate.stdout
-    for p in SQL_PIPELINES:
-        for command in COMMANDS:
-            done = runs(config, *(a.format(p=p) for a in command))
-            assert done is not None and done.returncode == 0, (command, p, done)
+    # Each pipeline's commands in order (status after run, reset before backfill); the three
+    # pipelines (own role, own schema, own consumer group) side by side.
+    sequences = [[_command(command, p) for command in COMMANDS] for p in SQL_PIPELINES]
+    for sequence, results in zip(sequences, runs.in_sequence(config, sequences), strict=True):
+        for command, done in zip(sequence, results, strict=True):
+            assert done is not None and done.returncode == 0, (command, done)
     status = runs(config, "status")
     assert status is not None and status.returncode == 0, status
     assert not runs.leaks, runs.leaks
@@ -224,11 +258,10 @@ def test_no_command_prints_a_secret_when_the_database_is_down(
 ) -> None:
     config = setup.config("db_down", kafka_bootstrap, db=DEAD)
     runs = Runs(setup.secrets)
-    for p in SQL_PIPELINES:
-        for command in COMMANDS:
-            done = runs(config, *(a.format(p=p) for a in command))
-            assert done is not None and done.returncode == 75, (command, p, done)
-            assert "***" in done.stderr, done.stderr  # the message does name the target
+    commands = [_command(command, p) for p in SQL_PIPELINES for command in COMMANDS]
+    for command, done in zip(commands, runs.each(config, commands), strict=True):
+        assert done is not None and done.returncode == 75, (command, done)
+        assert "***" in done.stderr, done.stderr  # the message does name the target
     assert not runs.leaks, runs.leaks
 
 
@@ -237,7 +270,7 @@ def test_no_command_prints_a_secret_when_the_registry_is_down(
 ) -> None:
     config = setup.config("registry_down", kafka_bootstrap)
     runs = Runs(setup.secrets)
-    for p in ("p_avro_url", "p_avro_basic"):
+    for p in ("p_avro_url", "p_avro_basic"):  # one after another: they share one DuckDB file
         for args in (("run", p), ("run", p, "--json"), ("dlq", p, "--replay")):
             done = runs(config, *args)
             assert done is not None, args
@@ -251,8 +284,12 @@ def test_no_command_prints_a_secret_when_the_broker_is_down(
 ) -> None:
     config = setup.config("broker_down", DEAD)
     runs = Runs(setup.secrets)
-    for command in COMMANDS:
-        done = runs(config, *(a.format(p="p_userinfo") for a in command), timeout=90)
+    commands = [_command(command, "p_userinfo") for command in COMMANDS]
+    # The first alone: it meets a fresh schema (and may create the tables); each later one
+    # meets what a failed run left, as it would one after another, and they write nothing.
+    results = [runs(config, *commands[0], timeout=90)]
+    results += runs.each(config, commands[1:], timeout=90)
+    for command, done in zip(commands, results, strict=True):
         if done is not None and command[0] not in ("schema", "dlq"):  # these need no broker
             assert done.returncode != 0, (command, done)
     assert not runs.leaks, runs.leaks
