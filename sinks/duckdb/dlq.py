@@ -10,7 +10,7 @@ import pyarrow as pa
 from connector.batch import Batch
 from sinks.base import TableSpec
 from sinks.dead_letter_table import dlq_table_name, resolved_offsets
-from sinks.duckdb.sql import qualified, quote, registered
+from sinks.duckdb.sql import SideTable, quote, registered
 
 _VIEW = "_kafka_etl_dead_letters"
 _DDL = (
@@ -21,22 +21,11 @@ _DDL = (
 )
 
 
-class DeadLetters:
+class DeadLetters(SideTable):
     """One pipeline's dead-letter table; every method runs in the caller's transaction."""
 
     def __init__(self, con: Any, spec: TableSpec) -> None:
-        self._con = con
-        self.spec = spec
-        self.table = dlq_table_name(spec.table)
-        self.name = qualified(self.table, spec.db_schema)
-
-    def exists(self) -> bool:
-        found = self._con.execute(
-            "SELECT count(*) FROM information_schema.tables"
-            " WHERE table_name = ? AND table_schema = coalesce(?, current_schema())",
-            [self.table, self.spec.db_schema],
-        ).fetchall()[0][0]
-        return bool(found)
+        super().__init__(con, spec, dlq_table_name(spec.table))
 
     def create(self) -> None:
         if self.spec.db_schema:

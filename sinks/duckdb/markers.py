@@ -10,27 +10,16 @@ import pyarrow as pa
 
 from sinks.base import TableSpec
 from sinks.delete_markers import MARKER_COLUMNS, marker_schema, markers_table_name
-from sinks.duckdb.sql import column_list, qualified, quote, registered
+from sinks.duckdb.sql import SideTable, column_list, quote, registered
 
 _VIEW = "_kafka_etl_marker_keys"
 
 
-class DeleteMarkers:
+class DeleteMarkers(SideTable):
     """One upsert table's delete markers; every method runs in the caller's transaction."""
 
     def __init__(self, con: Any, spec: TableSpec) -> None:
-        self._con = con
-        self.spec = spec
-        self.table = markers_table_name(spec.table)
-        self.name = qualified(self.table, spec.db_schema)
-
-    def exists(self) -> bool:
-        found = self._con.execute(
-            "SELECT count(*) FROM information_schema.tables"
-            " WHERE table_name = ? AND table_schema = coalesce(?, current_schema())",
-            [self.table, self.spec.db_schema],
-        ).fetchall()[0][0]
-        return bool(found)
+        super().__init__(con, spec, markers_table_name(spec.table))
 
     def create(self, key_type: pa.DataType) -> None:
         if self.exists():

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 from sqlalchemy.dialects import postgresql
+
+if TYPE_CHECKING:
+    from sinks.base import TableSpec
 
 _preparer = postgresql.dialect().identifier_preparer
 
@@ -52,3 +55,22 @@ def registered(con: Any, name: str, table: pa.Table) -> Iterator[None]:
             con.unregister(name)
         raise
     con.unregister(name)
+
+
+class SideTable:
+    """A table beside a pipeline's own (its dead letters, its delete markers), ``table`` in the
+    pipeline's schema; every method runs in the caller's transaction."""
+
+    def __init__(self, con: Any, spec: TableSpec, table: str) -> None:
+        self._con = con
+        self.spec = spec
+        self.table = table
+        self.name = qualified(table, spec.db_schema)
+
+    def exists(self) -> bool:
+        found = self._con.execute(
+            "SELECT count(*) FROM information_schema.tables"
+            " WHERE table_name = ? AND table_schema = coalesce(?, current_schema())",
+            [self.table, self.spec.db_schema],
+        ).fetchall()[0][0]
+        return bool(found)
