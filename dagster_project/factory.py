@@ -119,7 +119,7 @@ def build_definitions(
             f"{data.job_prefix}_checks",
             selection=AssetSelection.checks_for_assets(table.key),
             description=(
-                f"Check {data.pipeline.table} against {data.pipeline.topic}: continuity and"
+                f"Check {data.pipeline.table} against {data.pipeline.topics_shown}: continuity and"
                 " freshness, read from the table and Kafka whether or not the last load worked."
             ),
             tags=tags,
@@ -148,9 +148,14 @@ def build_definitions(
                 topic.key if topic is not None else None,
                 minimum_interval_seconds=observe_interval_seconds,
                 status=observe_status,
+                topic_keys={
+                    m.pipeline.topic: s.key
+                    for m in data.listed_members()
+                    if (s := translator.get_topic_spec(m)) is not None
+                },
             )
         )
-    topics = dedupe(translator.get_topic_spec(d) for d in datas)
+    topics = dedupe(s for d in datas for s in translator.get_topic_specs(d))
     return Definitions(
         assets=[*topics, *loads],
         asset_checks=checks,

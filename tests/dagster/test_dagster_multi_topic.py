@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import duckdb
 from dagster import AssetCheckKey, AssetKey, materialize
 
 from tests.dagster.support import TARGET, checks, definitions, load_and_checks, materializations
@@ -54,3 +55,58 @@ def test_a_pattern_pipeline_is_an_asset_per_table_loaded_and_checked_alone(
     specs = {s.key: s for s in definitions(offline).resolve_all_asset_specs()}
     assert {raw_orders, raw_items} <= set(specs)
     assert "Kafka was unreachable" in (specs[raw_orders].description or "")
+
+
+def test_a_shared_table_pipeline_is_one_asset_loading_every_topic_once(
+    tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory, produce: Produce
+) -> None:
+    prefix = f"dms{uuid.uuid4().hex[:8]}"
+    clicks = topic_factory(2, name=f"{prefix}.clicks")
+    views = topic_factory(1, name=f"{prefix}.views")
+    produce(clicks, events(0, 30), keys=[f"k{i}" for i in range(30)])
+    produce(views, events(0, 12))
+    body = {"topics": [clicks, views], "target": TARGET, "table": "web", "max_lag_minutes": 60}
+    path = write_pipelines(tmp_path, kafka_bootstrap, {"web": body})
+    defs = definitions(path)
+    web = AssetKey("web")
+    specs = {s.key: s for s in defs.resolve_all_asset_specs()}
+    assert [k for k in specs if k.path[0] != "kafka"] == [web]
+    assert {d.asset_key for d in specs[web].deps} == {
+        AssetKey(["kafka", clicks]),
+        AssetKey(["kafka", views]),
+    }
+    assert specs[web].metadata["kafka_etl/pipeline"] == "web"
+    for job in ("web_load", "web_checks", "web_replay"):
+        assert defs.resolve_job_def(job) is not None
+    assert {s.name for s in defs.sensors or []} >= {"web_lag_sensor", "web_observe_sensor"}
+
+    result = materialize(load_and_checks(defs, web), selection=[web])
+    assert result.success
+    loaded = materializations(result)[web]
+    assert loaded["rows_loaded"] == 42
+    assert loaded["topics"] == 2
+    by_topic = {
+        (r.data["topic"], r.data["partition"]): r.data["offsets"]
+        for r in loaded["partitions"].records
+    }
+    assert sum(n for (t, _), n in by_topic.items() if t == clicks) == 30
+    assert by_topic[(views, 0)] == 12
+    assert {c.check_name: c.passed for c in checks(result).values()} == {
+        "offset_continuity": True,
+        "freshness": True,
+    }
+    assert _rows_per_topic(tmp_path) == {clicks: 30, views: 12}
+
+    again = materialize(load_and_checks(defs, web), selection=[web])
+    assert again.success
+    assert materializations(again) == {}  # nothing new: an observation, no materialization
+    assert all(c.passed for c in checks(again).values())
+    assert _rows_per_topic(tmp_path) == {clicks: 30, views: 12}
+
+
+def _rows_per_topic(base: Path) -> dict[str, int]:
+    con = duckdb.connect(str(base / "warehouse.duckdb"), read_only=True)
+    try:
+        return dict(con.execute("SELECT _topic, count(*) FROM web GROUP BY 1").fetchall())
+    finally:
+        con.close()
