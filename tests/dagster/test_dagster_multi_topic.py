@@ -5,12 +5,29 @@ topics the checkpoint table records, said in the asset description."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-from dagster import AssetCheckKey, AssetKey, materialize
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    AssetObservation,
+    DagsterInstance,
+    Definitions,
+    SensorResult,
+    build_sensor_context,
+    materialize,
+)
 
-from tests.dagster.support import TARGET, checks, definitions, load_and_checks, materializations
+from tests.dagster.support import (
+    TARGET,
+    checks,
+    definitions,
+    load_and_checks,
+    materializations,
+    resource,
+)
 from tests.fixtures.kafka import Produce, TopicFactory
 from tests.helpers import events, table_offsets, write_pipelines
 
@@ -80,6 +97,10 @@ def test_a_shared_table_pipeline_is_one_asset_loading_every_topic_once(
         assert defs.resolve_job_def(job) is not None
     assert {s.name for s in defs.sensors or []} >= {"web_lag_sensor", "web_observe_sensor"}
 
+    [request] = _sensor(defs, path, "web_lag_sensor").run_requests or []
+    assert request.run_key.startswith(f"web@{clicks}:0:")  # topic:partition, one key per backlog
+    assert request.tags["kafka_etl/lag"] == "42"
+
     result = materialize(load_and_checks(defs, web), selection=[web])
     assert result.success
     loaded = materializations(result)[web]
@@ -100,8 +121,59 @@ def test_a_shared_table_pipeline_is_one_asset_loading_every_topic_once(
     again = materialize(load_and_checks(defs, web), selection=[web])
     assert again.success
     assert materializations(again) == {}  # nothing new: an observation, no materialization
-    assert all(c.passed for c in checks(again).values())
     assert _rows_per_topic(tmp_path) == {clicks: 30, views: 12}
+    checked = defs.resolve_job_def("web_checks").execute_in_process()
+    assert {c.check_name: c.passed for c in checks(checked).values()} == {
+        "offset_continuity": True,
+        "freshness": True,
+    }
+
+    assert "lag 0 is below" in str(_sensor(defs, path, "web_lag_sensor").skip_reason)
+    observed = _sensor(defs, path, "web_observe_sensor").asset_events or []
+    [table] = [
+        e.metadata for e in observed if e.asset_key == web and isinstance(e, AssetObservation)
+    ]
+    assert (table["lag"].value, table["topics"].value, table["dagster/row_count"].value) == (
+        0,
+        2,
+        42,
+    )
+    assert {e.asset_key for e in observed} >= {
+        AssetKey(["kafka", clicks]),
+        AssetKey(["kafka", views]),
+    }
+
+    replay = defs.resolve_job_def("web_replay")
+    now = datetime.now(UTC)
+    window = {
+        "from": (now - timedelta(hours=1)).isoformat(),
+        "to": (now + timedelta(minutes=1)).isoformat(),
+    }
+    op = {"ops": {"kafka_etl__web__replay": {"config": window}}}
+    by_time = replay.execute_in_process(run_config=op)
+    [seen] = [
+        e.asset_observation_data.asset_observation
+        for e in by_time.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert seen.metadata["rows_replayed"].value == 42  # every topic's window
+    assert _rows_per_topic(tmp_path) == {clicks: 30, views: 12}
+    offsets = {"partition": 0, "from_offset": 0, "to_offset": 5}
+    refused = replay.execute_in_process(
+        run_config={"ops": {"kafka_etl__web__replay": {"config": offsets}}}, raise_on_error=False
+    )
+    [failure] = [e for e in refused.all_events if e.is_step_failure]
+    user = failure.step_failure_data.user_failure_data
+    assert user is not None and "offsets names no topic" in (user.description or "")
+
+
+def _sensor(defs: Definitions, path: Path, name: str) -> SensorResult:
+    context = build_sensor_context(
+        resources={"kafka_etl": resource(path)}, instance=DagsterInstance.ephemeral()
+    )
+    result = defs.resolve_sensor_def(name)(context)
+    assert isinstance(result, SensorResult), result
+    return result
 
 
 def _rows_per_topic(base: Path) -> dict[str, int]:
