@@ -170,6 +170,9 @@ class KafkaEtlResource(ConfigurableResource):
         where = _where(name, shard)
         try:
             data = self.pipeline_data(name)
+            if data.shared:  # the shard of every topic (partition p of each is in p % N)
+                found = member_units(data)
+                return merge_topics([self._load(context, m, shard) for m in found])
             return self._load(context, data, shard)
         except RecordError as exc:
             self._tag_failure(context, data, exc)

@@ -154,7 +154,8 @@ class KafkaEtlTranslator:
 
     def describe(self, data: PipelineTranslatorData) -> str:
         p = data.pipeline
-        topics = "s " + ", ".join(f"`{t}`" for t in data.topics) if data.shared else f" `{p.topic}`"
+        shown = ", ".join(f"`{t}`" for t in data.topics) or p.topics_shown
+        topics = f"s {shown}" if data.shared else f" `{p.topic}`"
         text = (
             f"Kafka topic{topics} → table `{data.spec.display_name}` in {data.backend}"
             f" ({p.mode} mode, exactly once)."
