@@ -182,3 +182,26 @@ def _rows_per_topic(base: Path) -> dict[str, int]:
         return dict(con.execute("SELECT _topic, count(*) FROM web GROUP BY 1").fetchall())
     finally:
         con.close()
+
+
+def test_a_sharded_shared_table_loads_each_shard_of_every_topic_once(
+    tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory, produce: Produce
+) -> None:
+    prefix = f"dmss{uuid.uuid4().hex[:8]}"
+    first = topic_factory(2, name=f"{prefix}.a")
+    second = topic_factory(2, name=f"{prefix}.b")
+    for topic, count in ((first, 8), (second, 6)):
+        for p in range(2):
+            produce(topic, events(100 * p, count), partition=p)
+    body = {"topics": [first, second], "target": TARGET, "table": "web", "shards": 2}
+    defs = definitions(write_pipelines(tmp_path, kafka_bootstrap, {"web": body}))
+    web = AssetKey("web")
+    load = defs.resolve_assets_def(web)
+
+    result = materialize([load], selection=[web])
+    assert result.success
+    assert materializations(result)[web]["rows_loaded"] == 28
+    assert _rows_per_topic(tmp_path) == {first: 16, second: 12}
+    again = materialize([load], selection=[web])
+    assert again.success and not materializations(again)
+    assert _rows_per_topic(tmp_path) == {first: 16, second: 12}
