@@ -68,6 +68,9 @@ def build_definitions(
     (``dagster_project.shard_assets``); its load job runs on ``shard_executor``
     (``multiprocess_executor`` by default; e.g. ``dagster_celery.celery_executor`` or
     ``dagster_k8s.k8s_job_executor`` to spread the shards over machines).
+
+    A multi-topic pipeline is one unit per table (``dagster_project.members``): a templated
+    one a unit per member (``pipeline::topic``), a shared table one unit for all its topics.
     """
     if checks_schedule is not None:
         try:

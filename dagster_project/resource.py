@@ -169,13 +169,15 @@ class KafkaEtlResource(ConfigurableResource):
         """
         where = _where(name, shard)
         try:
-            data = self.pipeline_data(name)
-            if data.shared:  # the shard of every topic (partition p of each is in p % N)
-                found = member_units(data)
-                return merge_topics([self._load(context, m, shard) for m in found])
-            return self._load(context, data, shard)
+            unit = data = self.pipeline_data(name)
+            if not unit.shared:
+                return self._load(context, data, shard)
+            results = []  # the shard of every topic (partition p of each is in p % N)
+            for data in member_units(unit):
+                results.append(self._load(context, data, shard))
+            return merge_topics(results)
         except RecordError as exc:
-            self._tag_failure(context, data, exc)
+            self._tag_failure(context, data, exc, unit)
             description = f"{where}: {_with_way_out(data, exc)}"
             raise Failure(description=description, allow_retries=False) from None
         except KafkaEtlError as exc:
@@ -334,8 +336,9 @@ def _with_way_out(data: PipelineTranslatorData, exc: RecordError) -> RecordError
     """The record error with what to do: the dead-letter table, or skipping that one message."""
     p = data.pipeline
     source = data.project.source
+    topic = f" --topic {p.topic}" if data.member else ""  # a member of a multi-topic pipeline
     reset = (
-        f"kafka-etl -c {source} reset {p.name} --partition {exc.partition}"
+        f"kafka-etl -c {source} reset {p.name}{topic} --partition {exc.partition}"
         f" --to-offset {exc.offset + 1}"
     )
     way_out = (

@@ -205,3 +205,30 @@ def test_a_sharded_shared_table_loads_each_shard_of_every_topic_once(
     again = materialize([load], selection=[web])
     assert again.success and not materializations(again)
     assert _rows_per_topic(tmp_path) == {first: 16, second: 12}
+
+
+def test_a_shared_table_failing_on_one_topic_names_it_and_keeps_the_topics_before(
+    tmp_path: Path, kafka_bootstrap: str, topic_factory: TopicFactory, produce: Produce
+) -> None:
+    prefix = f"dmsf{uuid.uuid4().hex[:8]}"
+    good = topic_factory(1, name=f"{prefix}.a")
+    bad = topic_factory(1, name=f"{prefix}.b")
+    produce(good, events(0, 5))
+    produce(bad, events(0, 2))
+    produce(bad, [b"not json"])
+    body = {"topics": [good, bad], "target": TARGET, "table": "web"}
+    path = write_pipelines(tmp_path, kafka_bootstrap, {"web": body})
+    instance = DagsterInstance.ephemeral()
+    defs = definitions(path)
+    web = AssetKey("web")
+    result = materialize([defs.resolve_assets_def(web)], instance=instance, raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    user = failure.step_failure_data.user_failure_data
+    description = (user.description if user else "") or ""
+    assert f"pipeline 'web::{bad}'" in description and f"{bad}/0@2:" in description
+    assert f"reset web --topic {bad} --partition 0 --to-offset 3" in description
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags["kafka_etl/failed_at"] == f"{bad}/0@2"
+    # the first topic committed; the second's batch with the bad message did not
+    assert _rows_per_topic(tmp_path) == {good: 5}
