@@ -32,11 +32,13 @@ def kafka_etl_checks(
     project: Project,
     pipelines: Sequence[str] | None = None,
     translator: KafkaEtlTranslator | None = None,
+    units: list[PipelineTranslatorData] | None = None,
 ) -> AssetChecksDefinition:
     """The checks of ``pipelines`` (all of the file's by default), subsettable, read from the
-    table and Kafka; the pipelines must share a pool, as for ``kafka_etl_assets``."""
+    table and Kafka; the pipelines must share a pool, as for ``kafka_etl_assets`` (and, as
+    there, ``units`` already resolved are not listed again)."""
     translator = translator or KafkaEtlTranslator()
-    datas = expand(project, pipelines)
+    datas = units if units is not None else expand(project, pipelines)
     pools = {d.pool for d in datas}
     if len(pools) != 1:
         msg = (

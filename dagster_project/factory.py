@@ -92,8 +92,7 @@ def build_definitions(
         if is_sharded(d)
     ]
     checks = [
-        kafka_etl_checks(project=project, pipelines=[d.ref for d in group], translator=translator)
-        for group in groups
+        kafka_etl_checks(project=project, translator=translator, units=group) for group in groups
     ]
     jobs: list[Any] = []
     schedules = []

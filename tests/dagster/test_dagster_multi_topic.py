@@ -166,6 +166,17 @@ def test_a_shared_table_pipeline_is_one_asset_loading_every_topic_once(
     user = failure.step_failure_data.user_failure_data
     assert user is not None and "offsets names no topic" in (user.description or "")
 
+    # As a pattern with Kafka gone when the definitions load: the recorded topics, said so.
+    pattern = {**body, "topic_pattern": rf"{prefix}\..*"}
+    del pattern["topics"]
+    offline = write_pipelines(tmp_path, "127.0.0.1:9", {"web": pattern})
+    specs = {s.key: s for s in definitions(offline).resolve_all_asset_specs()}
+    assert {d.asset_key for d in specs[web].deps} == {
+        AssetKey(["kafka", clicks]),
+        AssetKey(["kafka", views]),
+    }
+    assert "Kafka was unreachable" in (specs[web].description or "")
+
 
 def _sensor(defs: Definitions, path: Path, name: str) -> SensorResult:
     context = build_sensor_context(
