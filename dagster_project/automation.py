@@ -2,7 +2,8 @@
 
 import hashlib
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     DagsterInstance,
@@ -54,7 +55,9 @@ def load_schedule(
         execution_timezone=p.schedule_timezone,
         job=job,
         default_status=status,
-        description=f"Loads {p.topic} into {p.table} at '{p.schedule}' ({p.schedule_timezone})",
+        description=(
+            f"Loads {p.topics_shown} into {p.table} at '{p.schedule}' ({p.schedule_timezone})"
+        ),
     )
 
 
@@ -73,11 +76,11 @@ def checks_schedule(
         execution_timezone=p.schedule_timezone,
         job=job,
         default_status=status,
-        description=f"Checks {p.table} against {p.topic} at '{cron}'",
+        description=f"Checks {p.table} against {p.topics_shown} at '{cron}'",
     )
 
 
-def run_key(name: str, high_watermarks: dict[int, int]) -> str:
+def run_key(name: str, high_watermarks: Mapping[Any, int]) -> str:
     """The same backlog (same high watermarks) always gets the same key, so one run."""
     marks = ",".join(f"{p}:{o}" for p, o in sorted(high_watermarks.items()))
     if len(high_watermarks) > _READABLE_KEY_PARTITIONS:
@@ -113,16 +116,22 @@ def lag_sensor(
         job=job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=status,
-        description=f"Loads {p.topic} into {p.table} when its lag reaches {threshold:,}.",
+        description=f"Loads {p.topics_shown} into {p.table} when its lag reaches {threshold:,}.",
     )
     def _lag_sensor(
         context: SensorEvaluationContext, kafka_etl: KafkaEtlResource
     ) -> SensorResult | SkipReason:
         try:
-            lags = kafka_etl.lag(name)
+            by_topic = kafka_etl.topic_lags(name)
         except TransientError as exc:
             return SkipReason(f"Kafka did not answer, will try again: {exc}")
-        marks = {x.partition: x.high_watermark for x in lags}
+        lags = [x for found in by_topic.values() for x in found]
+        # one topic: by partition; a shared table's several: by topic:partition
+        marks: dict[Any, int] = {
+            (x.partition if len(by_topic) == 1 else f"{t}:{x.partition}"): x.high_watermark
+            for t, found in by_topic.items()
+            for x in found
+        }
         total = sum(x.lag for x in lags)
         cursor = json.dumps(
             {
@@ -138,7 +147,7 @@ def lag_sensor(
         stuck = poisoned(
             context.instance,
             job.name,
-            lags,
+            by_topic,
             config_digest(kafka_etl.pipeline_data(name)),
             poison_after,
             poison_retry_messages,
@@ -153,7 +162,9 @@ def lag_sensor(
                 ),
                 cursor=cursor,
             )
-        by_partition = ", ".join(f"{x.partition}:{x.lag:,}" for x in lags if x.lag)
+        by_partition = ", ".join(
+            f"{k}:{x.lag:,}" for k, x in zip(marks, lags, strict=True) if x.lag
+        )
         context.log.info(f"pipeline {name!r}: lag {total:,} ({by_partition}); requesting a run")
         return SensorResult(
             run_requests=[
@@ -171,12 +182,13 @@ def lag_sensor(
 def poisoned(
     instance: DagsterInstance,
     job_name: str,
-    lags: list[PartitionLag],
+    lags: Mapping[str, list[PartitionLag]],
     digest: str,
     after: int,
     retry_messages: int,
 ) -> str | None:
-    """``topic/partition@offset`` when the last ``after`` runs failed there and nothing changed.
+    """``topic/partition@offset`` when the last ``after`` runs failed there and nothing changed
+    (``lags``: per topic, as ``KafkaEtlResource.topic_lags``).
 
     The load tags a run that fails on a message with its coordinates, the config digest and
     the partition's high watermark then (``KafkaEtlResource._tag_failure``).
@@ -192,8 +204,9 @@ def poisoned(
         return None
     [spot] = spots
     assert spot is not None
-    partition, offset = spot.rsplit("/", 1)[1].split("@")
-    by_partition = {x.partition: x for x in lags}
+    topic, where = spot.rsplit("/", 1)
+    partition, offset = where.split("@")
+    by_partition = {x.partition: x for x in lags.get(topic, [])}
     now = by_partition.get(int(partition))
     if now is None or (now.log_start if now.position is None else now.position) != int(offset):
         return None  # the checkpoint moved (a reset, or a load got past it)

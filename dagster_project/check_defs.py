@@ -20,9 +20,9 @@ from dagster import (
 )
 
 from dagster_project import checks
-from dagster_project.members import expand
+from dagster_project.members import expand, member_units
 from dagster_project.resource import KafkaEtlResource
-from dagster_project.translator import KafkaEtlTranslator
+from dagster_project.translator import KafkaEtlTranslator, PipelineTranslatorData
 from kafka_etl.errors import ConfigError, KafkaEtlError
 from pipelines.config import Project
 
@@ -32,11 +32,13 @@ def kafka_etl_checks(
     project: Project,
     pipelines: Sequence[str] | None = None,
     translator: KafkaEtlTranslator | None = None,
+    units: list[PipelineTranslatorData] | None = None,
 ) -> AssetChecksDefinition:
     """The checks of ``pipelines`` (all of the file's by default), subsettable, read from the
-    table and Kafka; the pipelines must share a pool, as for ``kafka_etl_assets``."""
+    table and Kafka; the pipelines must share a pool, as for ``kafka_etl_assets`` (and, as
+    there, ``units`` already resolved are not listed again)."""
     translator = translator or KafkaEtlTranslator()
-    datas = expand(project, pipelines)
+    datas = units if units is not None else expand(project, pipelines)
     pools = {d.pool for d in datas}
     if len(pools) != 1:
         msg = (
@@ -71,9 +73,10 @@ def evaluate(key: AssetCheckKey, kafka_etl: KafkaEtlResource, name: str) -> Asse
     """One check; a table or broker that cannot be read is a warning that says so, not a pass."""
     try:
         data = kafka_etl.pipeline_data(name)
-        if key.name == checks.FRESHNESS:
-            return checks.freshness(key.asset_key, data)
-        return checks.offset_continuity(key.asset_key, data)
+        if data.shared:  # per topic, one result for the table (``checks.merged``)
+            members = member_units(data)
+            return checks.merged(key, [(m.pipeline.topic, _one(key, m)) for m in members])
+        return _one(key, data)
     except KafkaEtlError as exc:
         if not exc.transient:
             raise
@@ -88,3 +91,9 @@ def evaluate(key: AssetCheckKey, kafka_etl: KafkaEtlResource, name: str) -> Asse
             ),
             metadata={"checked": MetadataValue.bool(False)},
         )
+
+
+def _one(key: AssetCheckKey, data: PipelineTranslatorData) -> AssetCheckResult:
+    if key.name == checks.FRESHNESS:
+        return checks.freshness(key.asset_key, data)
+    return checks.offset_continuity(key.asset_key, data)

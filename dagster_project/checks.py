@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer
 from dagster import (
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
@@ -58,6 +60,8 @@ _LAG_SCHEMA = TableSchema(
 
 def check_specs(key: AssetKey, data: PipelineTranslatorData) -> list[AssetCheckSpec]:
     p = data.pipeline
+    per_topic = " Run per topic of the shared table; passed when every topic passes."
+    shared = per_topic if data.shared else ""
     specs = [
         AssetCheckSpec(
             CONTINUITY,
@@ -70,7 +74,8 @@ def check_specs(key: AssetKey, data: PipelineTranslatorData) -> list[AssetCheckS
                 if p.mode == "append"
                 else f"No two rows with the same key ({', '.join(p.key)}) and no row beyond"
                 " the checkpoint (upsert tables keep one row per key, so offsets have holes)."
-            ),
+            )
+            + shared,
         )
     ]
     if p.max_lag_minutes is not None:
@@ -81,10 +86,31 @@ def check_specs(key: AssetKey, data: PipelineTranslatorData) -> list[AssetCheckS
                 description=(
                     f"The oldest message not yet loaded is at most {p.max_lag_minutes:g}"
                     " minutes old (max_lag_minutes)."
-                ),
+                )
+                + shared,
             )
         )
     return specs
+
+
+def merged(key: AssetCheckKey, parts: Sequence[tuple[str, AssetCheckResult]]) -> AssetCheckResult:
+    """A shared table's one result of a check from its topics' (topic, result): passed when
+    every topic passed, the worst severity of those that did not; each topic's description on
+    its own line, its metadata under ``<topic>/``."""
+    failed = [r for _, r in parts if not r.passed]
+    metadata: dict[str, Any] = {"topics": MetadataValue.int(len(parts))}
+    for topic, result in parts:
+        metadata |= {f"{topic}/{k}": v for k, v in result.metadata.items()}
+    severe = any(r.severity == AssetCheckSeverity.ERROR for r in failed)
+    return AssetCheckResult(
+        check_name=key.name,
+        asset_key=key.asset_key,
+        passed=not failed,
+        severity=AssetCheckSeverity.ERROR if severe or not failed else AssetCheckSeverity.WARN,
+        description="\n".join(f"topic {t}: {r.description}" for t, r in parts)
+        or "No topic matches the pipeline yet.",
+        metadata=metadata,
+    )
 
 
 @dataclass

@@ -68,6 +68,9 @@ def build_definitions(
     (``dagster_project.shard_assets``); its load job runs on ``shard_executor``
     (``multiprocess_executor`` by default; e.g. ``dagster_celery.celery_executor`` or
     ``dagster_k8s.k8s_job_executor`` to spread the shards over machines).
+
+    A multi-topic pipeline is one unit per table (``dagster_project.members``): a templated
+    one a unit per member (``pipeline::topic``), a shared table one unit for all its topics.
     """
     if checks_schedule is not None:
         try:
@@ -89,8 +92,7 @@ def build_definitions(
         if is_sharded(d)
     ]
     checks = [
-        kafka_etl_checks(project=project, pipelines=[d.ref for d in group], translator=translator)
-        for group in groups
+        kafka_etl_checks(project=project, translator=translator, units=group) for group in groups
     ]
     jobs: list[Any] = []
     schedules = []
@@ -119,7 +121,7 @@ def build_definitions(
             f"{data.job_prefix}_checks",
             selection=AssetSelection.checks_for_assets(table.key),
             description=(
-                f"Check {data.pipeline.table} against {data.pipeline.topic}: continuity and"
+                f"Check {data.pipeline.table} against {data.pipeline.topics_shown}: continuity and"
                 " freshness, read from the table and Kafka whether or not the last load worked."
             ),
             tags=tags,
@@ -148,9 +150,14 @@ def build_definitions(
                 topic.key if topic is not None else None,
                 minimum_interval_seconds=observe_interval_seconds,
                 status=observe_status,
+                topic_keys={
+                    m.pipeline.topic: s.key
+                    for m in data.listed_members()
+                    if (s := translator.get_topic_spec(m)) is not None
+                },
             )
         )
-    topics = dedupe(translator.get_topic_spec(d) for d in datas)
+    topics = dedupe(s for d in datas for s in translator.get_topic_specs(d))
     return Definitions(
         assets=[*topics, *loads],
         asset_checks=checks,

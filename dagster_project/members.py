@@ -11,9 +11,15 @@ cannot be reached then, the members are the topics the checkpoint table already 
 the pipeline (what earlier loads created); the assets' descriptions say so, and the code
 location loads. A topic created later appears once the definitions are reloaded.
 
-A multi-topic pipeline into one shared table (no placeholder) has no Dagster asset yet: its
-topics would be several loads, checks and lag sensors behind one asset. It is left out of the
-definitions with a warning (the CLI loads it).
+A multi-topic pipeline into one shared table (no placeholder, rows told apart by ``_topic``)
+is ONE unit named by the pipeline (``PipelineTranslatorData.shared``), one asset: its topics
+(listed as above, for the topic assets it depends on) are listed again by each load, check and
+sensor (``member_units``, the runner's ``members``, as ``kafka-etl run NAME``). A load runs each
+member with its own read plan and transactions, then records one materialization
+(``metadata.members_event``); each check runs per topic and the asset's result is all of them
+(``check_defs.evaluate``); the lag and observation sensors sum the topics' lag. A replay of a
+day or a time range replays every topic; a replay of offsets is refused (one line), as
+offsets belong to one topic.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import sqlalchemy as sa
 from connector.client import close_consumer, make_consumer
 from dagster_project.translator import PipelineTranslatorData
 from kafka_etl.errors import ConfigError, KafkaEtlError
+from pipelines import runner
 from pipelines import topics as topic_rules
 from pipelines.config import Pipeline, Project
 from pipelines.definition import PipelineDefinition
@@ -69,19 +76,19 @@ def expand(project: Project, names: Iterable[str] | None) -> list[PipelineTransl
         if SEPARATOR in name or not pipeline.multi_topic:
             found.append(unit_data(project, name))
             continue
-        if not topic_rules.placeholders(pipeline.table):
-            log.warning(
-                "kafka-etl: pipeline %r loads several topics into one table %r; Dagster"
-                " assets are one per table of a templated pipeline, so it is left out (load it"
-                " with `kafka-etl run %s`)",
-                name,
-                pipeline.table,
-                name,
-            )
-            continue
         topics, note = _topics(project, pipeline)
+        if not topic_rules.placeholders(pipeline.table):
+            found.append(PipelineTranslatorData(project, pipeline, note=note, topics=tuple(topics)))
+            continue
         found += [unit_data(project, ref_of(name, t), note) for t in topics]
     return found
+
+
+def member_units(data: PipelineTranslatorData) -> list[PipelineTranslatorData]:
+    """The members of a shared unit listed now, as ``kafka-etl run NAME`` lists them (a
+    pattern asks Kafka, bounded; ``TransientError`` naming the brokers when they are down)."""
+    found = runner.members(data.project, data.pipeline.name)
+    return [PipelineTranslatorData(data.project, m, member=True) for m in found]
 
 
 def _topics(project: Project, pipeline: Pipeline) -> tuple[list[str], str]:

@@ -6,6 +6,7 @@ shown with its password masked).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -23,6 +24,7 @@ from dagster import (
 from dagster_project.table_side import read_table_side
 from dagster_project.translator import PipelineTranslatorData
 from pipelines.runner import RunResult
+from pipelines.shard_results import merge_topics
 
 _PARTITIONS_SCHEMA = TableSchema(
     columns=[
@@ -33,6 +35,9 @@ _PARTITIONS_SCHEMA = TableSchema(
         TableColumn("checkpoint", "int", description="next offset to load, after the run"),
         TableColumn("lag_after", "int", description="offsets left to load after the run"),
     ]
+)
+_TOPIC_PARTITIONS_SCHEMA = TableSchema(
+    columns=[TableColumn("topic", "string"), *_PARTITIONS_SCHEMA.columns]
 )
 
 
@@ -64,14 +69,19 @@ def column_schema(schema: pa.Schema, db_types: dict[str, str] | None = None) -> 
     )
 
 
+def committed(result: RunResult) -> bool:
+    """Whether the load committed anything (else its event is an observation)."""
+    return bool(result.ranges or result.rows or result.dead_lettered)
+
+
 def load_event(
-    key: AssetKey, data: PipelineTranslatorData, result: RunResult
+    key: AssetKey, data: PipelineTranslatorData, result: RunResult, *, loaded: bool | None = None
 ) -> MaterializeResult | AssetObservation:
     """A materialization for a load that committed something; an observation (checkpoints,
-    lag, table rows) for one that found nothing new."""
+    lag, table rows) for one that found nothing new (``loaded`` overrides ``committed``)."""
     side = read_table_side(data)  # the run closed the sink: the file is free
     types = side.column_types if side else None
-    if not result.ranges and not result.rows and not result.dead_lettered:
+    if not (committed(result) if loaded is None else loaded):
         metadata = result_metadata(result, data.table_name, db_types=types)
         checkpoints = side.checkpoints if side else {}
         metadata["partitions"] = checkpoint_table(checkpoints, result.lag_after)
@@ -84,6 +94,38 @@ def load_event(
     metadata = result_metadata(
         result, data.table_name, db_types=types, checkpoints=side.checkpoints if side else None
     )
+    return MaterializeResult(asset_key=key, metadata=metadata)
+
+
+def members_event(
+    key: AssetKey,
+    data: PipelineTranslatorData,
+    members: Sequence[PipelineTranslatorData],
+    results: Sequence[RunResult],
+) -> MaterializeResult | AssetObservation:
+    """The one event of a shared table (``data``) from its members' loads, one result per
+    member: ``load_event`` of the merged counts (``merge_topics``), with the per-partition
+    figures per topic (a ``topic`` column before those of ``partitions``)."""
+    event = load_event(key, data, merge_topics(results), loaded=any(map(committed, results)))
+    metadata = dict(event.metadata or {})
+    records = []
+    for member, result in zip(members, results, strict=True):
+        side = read_table_side(member)
+        for record in partition_records(result, side.checkpoints if side else None):
+            records.append(TableRecord({"topic": result.topic, **record.data}))
+    ranges = [f"{r.topic} {x}" for r in results for x in r.ranges.values()]
+    lag = MetadataValue.int(sum(n for r in results for n in r.lag_after.values()))
+    metadata["partitions"] = MetadataValue.table(records, schema=_TOPIC_PARTITIONS_SCHEMA)
+    metadata["topics"] = MetadataValue.int(len(results))
+    if isinstance(event, AssetObservation):
+        metadata["lag"] = lag
+        return AssetObservation(asset_key=key, metadata=metadata)
+    metadata["offset_ranges"] = MetadataValue.text(", ".join(ranges) or "none")
+    metadata["lag_after"] = lag
+    if "kafka_gaps" in metadata:
+        metadata["kafka_gaps"] = MetadataValue.json(
+            [{"topic": r.topic, **gap} for r in results for gap in gap_records(r)]
+        )
     return MaterializeResult(asset_key=key, metadata=metadata)
 
 
@@ -114,23 +156,7 @@ def result_metadata(
 
     ``checkpoints`` (read from the table after the run) fill the per-partition checkpoint of
     partitions this run did not touch."""
-    stored = checkpoints or {}
-    partitions = sorted(set(result.ranges) | set(result.lag_after) | set(stored))
-    records = []
-    for p in partitions:
-        r = result.ranges.get(p)
-        records.append(
-            TableRecord(
-                {
-                    "partition": p,
-                    "first": r.first if r else None,
-                    "next": r.next if r else None,
-                    "offsets": r.size if r else 0,
-                    "checkpoint": r.next if r else stored.get(p),
-                    "lag_after": result.lag_after.get(p, 0),
-                }
-            )
-        )
+    records = partition_records(result, checkpoints)
     metadata: dict[str, Any] = {
         "dagster/table_name": MetadataValue.text(table_name),
         "rows_replayed" if replay else "rows_loaded": MetadataValue.int(result.rows),
@@ -156,10 +182,35 @@ def result_metadata(
     if result.columns_added:
         metadata["columns_added"] = MetadataValue.json(list(result.columns_added))
     if result.gaps:
-        metadata["kafka_gaps"] = MetadataValue.json(
-            [
-                {"partition": g.partition, "first": g.expected, "next": g.log_start, "lost": g.lost}
-                for g in result.gaps
-            ]
-        )
+        metadata["kafka_gaps"] = MetadataValue.json(gap_records(result))
     return metadata
+
+
+def partition_records(
+    result: RunResult, checkpoints: dict[int, int] | None = None
+) -> list[TableRecord]:
+    """One ``partitions`` record per partition the run loaded, has lag on, or is stored."""
+    stored = checkpoints or {}
+    records = []
+    for p in sorted(set(result.ranges) | set(result.lag_after) | set(stored)):
+        r = result.ranges.get(p)
+        records.append(
+            TableRecord(
+                {
+                    "partition": p,
+                    "first": r.first if r else None,
+                    "next": r.next if r else None,
+                    "offsets": r.size if r else 0,
+                    "checkpoint": r.next if r else stored.get(p),
+                    "lag_after": result.lag_after.get(p, 0),
+                }
+            )
+        )
+    return records
+
+
+def gap_records(result: RunResult) -> list[dict[str, int]]:
+    return [
+        {"partition": g.partition, "first": g.expected, "next": g.log_start, "lost": g.lost}
+        for g in result.gaps
+    ]

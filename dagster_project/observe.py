@@ -34,6 +34,7 @@ from dagster import (
 
 from connector.client import close_consumer, make_consumer
 from connector.lag import first_timestamps, group_lag
+from dagster_project.members import member_units
 from dagster_project.metadata import CHECKPOINTS_SCHEMA
 from dagster_project.resource import KafkaEtlResource
 from dagster_project.table_side import read_table_side
@@ -52,6 +53,11 @@ _TOPIC_SCHEMA = TableSchema(
         TableColumn("log_start", "int", description="oldest offset Kafka retains"),
         TableColumn("high_watermark", "int", description="next offset Kafka will write"),
     ]
+)
+
+
+_TOPIC_CHECKPOINTS_SCHEMA = TableSchema(
+    columns=[TableColumn("topic", "string"), *CHECKPOINTS_SCHEMA.columns]
 )
 
 
@@ -165,6 +171,51 @@ def observe(
     return events, state
 
 
+def observe_members(
+    data: PipelineTranslatorData,
+    table_key: AssetKey,
+    topic_keys: Mapping[str, AssetKey],
+    *,
+    previous: Mapping[str, Any] | None = None,
+    timeout: float = 10.0,
+) -> tuple[list[AssetObservation], dict[str, Any]]:
+    """``observe`` for a shared table: each topic observed as its own member, then one
+    observation of the table (lag summed, the oldest unloaded age the largest, the partitions
+    per topic); the state is per topic."""
+    table: list[AssetObservation] = []
+    events: list[AssetObservation] = []
+    state: dict[str, Any] = {}
+    for member in member_units(data):
+        topic = member.pipeline.topic
+        found, state[topic] = observe(
+            member,
+            table_key,
+            topic_keys.get(topic),
+            previous=(previous or {}).get(topic),
+            timeout=timeout,
+        )
+        table.append(found[0])
+        events += found[1:]
+    if not table:
+        return [], state
+    meta = dict(table[0].metadata)
+    meta["lag"] = MetadataValue.int(sum(_value(e, "lag") for e in table))
+    age = max(_value(e, "oldest_unloaded_age_seconds") for e in table)
+    meta["oldest_unloaded_age_seconds"] = MetadataValue.float(age)
+    records = [
+        TableRecord({"topic": topic, **r.data})
+        for topic, e in zip(state, table, strict=True)
+        for r in _value(e, "partitions").records
+    ]
+    meta["partitions"] = MetadataValue.table(records, schema=_TOPIC_CHECKPOINTS_SCHEMA)
+    meta["topics"] = MetadataValue.int(len(table))
+    return [AssetObservation(asset_key=table_key, metadata=meta), *events], state
+
+
+def _value(event: AssetObservation, name: str) -> Any:
+    return event.metadata[name].value
+
+
 def observation_sensor(
     data: PipelineTranslatorData,
     table_key: AssetKey,
@@ -172,9 +223,11 @@ def observation_sensor(
     *,
     minimum_interval_seconds: int = 15,
     status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
+    topic_keys: Mapping[str, AssetKey] | None = None,
 ) -> SensorDefinition:
     """Records ``observe`` as asset observations every ``minimum_interval_seconds``; it
-    requests no run. The cursor keeps the last high watermarks for the message rate."""
+    requests no run. The cursor keeps the last high watermarks for the message rate. A shared
+    table is observed per topic (``observe_members``; ``topic_keys``: topic -> asset key)."""
     p = data.pipeline
     name = data.ref
 
@@ -184,7 +237,7 @@ def observation_sensor(
         default_status=status,
         description=(
             f"Observes lag, rows and checkpoints of {p.table} and the high watermarks of"
-            f" {p.topic} (no run; the DuckDB file is skipped while a load holds it)."
+            f" {p.topics_shown} (no run; the DuckDB file is skipped while a load holds it)."
         ),
     )
     def _observe(
@@ -193,15 +246,26 @@ def observation_sensor(
         previous = json.loads(context.cursor) if context.cursor else None
         try:
             current = kafka_etl.pipeline_data(name)
-            events, state = observe(
-                current,
-                table_key,
-                topic_key,
-                previous=previous,
-                timeout=kafka_etl.lookup_timeout_seconds,
-            )
+            if current.shared:
+                events, state = observe_members(
+                    current,
+                    table_key,
+                    topic_keys or {},
+                    previous=previous,
+                    timeout=kafka_etl.lookup_timeout_seconds,
+                )
+            else:
+                events, state = observe(
+                    current,
+                    table_key,
+                    topic_key,
+                    previous=previous,
+                    timeout=kafka_etl.lookup_timeout_seconds,
+                )
         except TransientError as exc:
             return SkipReason(f"Kafka did not answer, will try again: {exc}")
+        if not events:
+            return SkipReason(f"pipeline {name!r}: no topic to observe yet")
         found = _unrecorded_load(context, data.job_prefix, table_key, events[0])
         return SensorResult(asset_events=[*events, *found], cursor=json.dumps(state))
 

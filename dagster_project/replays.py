@@ -47,6 +47,9 @@ def earliest_retained_day(data: PipelineTranslatorData, timeout: float = LOOKUP_
     """
     p = data.pipeline
     zone = ZoneInfo(p.schedule_timezone)
+    if data.shared:  # a shared table: the earliest day of any of its topics
+        days = [earliest_retained_day(m, timeout) for m in data.listed_members()]
+        return min(days, default=datetime.now(zone).date())
     consumer = make_consumer(data.project.consumer_settings(p), p.consumer_group)
     try:
         parts = partitions(consumer, p.topic, timeout)
@@ -116,7 +119,7 @@ def kafka_etl_replay_job(
         tags={"kafka_etl/pipeline": data.job_prefix},
         description=(
             f"Replay days (partitions from the earliest day Kafka retains) or a from/to range of"
-            f" {p.topic} into {p.table}; the checkpoint never moves. Each run records"
+            f" {p.topics_shown} into {p.table}; the checkpoint never moves. Each run records"
             " rows_replayed as an observation of the table asset."
         ),
     )

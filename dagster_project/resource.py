@@ -30,13 +30,14 @@ from pydantic import Field
 
 from connector.client import ReadPlan
 from connector.lag import PartitionLag, group_lag
-from dagster_project.members import unit_data
-from dagster_project.metadata import load_event, result_metadata
+from dagster_project.members import member_units, unit_data
+from dagster_project.metadata import load_event, members_event, result_metadata
 from dagster_project.translator import META_PIPELINE, PipelineTranslatorData
-from kafka_etl.errors import CheckpointConflictError, KafkaEtlError, RecordError
+from kafka_etl.errors import CheckpointConflictError, KafkaEtlError, RecordError, TerminalError
 from kafka_etl.secrets import is_secret_name
 from pipelines.config import Project, load_project
 from pipelines.runner import Progress, RunResult, replay_pipeline, run_pipeline
+from pipelines.shard_results import merge_topics
 from pipelines.shards import Shard
 
 TAG_FAILED_AT = "kafka_etl/failed_at"  # topic/partition@offset of the message a load failed on
@@ -135,18 +136,25 @@ class KafkaEtlResource(ConfigurableResource):
             if key not in selected:
                 continue
             try:
-                data = unit_data(project, name)
-                result = self._load(context, data)
+                unit = data = unit_data(project, name)
+                # a shared table: every topic, one after the other, as `kafka-etl run NAME`
+                members = member_units(unit) if unit.shared else [unit]
+                results = []
+                for data in members:
+                    results.append(self._load(context, data))
             except RecordError as exc:
-                self._tag_failure(context, data, exc)
-                failures.append((f"pipeline {name!r}", _with_way_out(data, exc)))
+                self._tag_failure(context, data, exc, unit)
+                failures.append((f"pipeline {data.ref!r}", _with_way_out(data, exc)))
                 context.log.error(_located(*failures[-1]))
                 continue
             except KafkaEtlError as exc:
                 context.log.error(_located(f"pipeline {name!r}", exc))
                 failures.append((f"pipeline {name!r}", exc))
                 continue
-            yield load_event(key, data, result)
+            if unit.shared:
+                yield members_event(key, unit, members, results)
+            else:
+                yield load_event(key, unit, results[0])
         if failures:
             raise Failure(
                 description="\n".join(_located(where, exc) for where, exc in failures),
@@ -161,10 +169,15 @@ class KafkaEtlResource(ConfigurableResource):
         """
         where = _where(name, shard)
         try:
-            data = self.pipeline_data(name)
-            return self._load(context, data, shard)
+            unit = data = self.pipeline_data(name)
+            if not unit.shared:
+                return self._load(context, data, shard)
+            results = []  # the shard of every topic (partition p of each is in p % N)
+            for data in member_units(unit):
+                results.append(self._load(context, data, shard))
+            return merge_topics(results)
         except RecordError as exc:
-            self._tag_failure(context, data, exc)
+            self._tag_failure(context, data, exc, unit)
             description = f"{where}: {_with_way_out(data, exc)}"
             raise Failure(description=description, allow_retries=False) from None
         except KafkaEtlError as exc:
@@ -209,22 +222,38 @@ class KafkaEtlResource(ConfigurableResource):
         until: datetime | None = None,
         offsets: dict[int, tuple[int, int]] | None = None,
     ) -> dict[str, Any]:
-        """Replay one range of pipeline ``name``; returns what it rewrote, as metadata."""
+        """Replay one range of pipeline ``name``; returns what it rewrote, as metadata.
+
+        A shared table replays the range of every topic, one after the other; offsets belong
+        to one topic, so a shared table refuses them."""
         data = self.pipeline_data(name)
-        log = _ProgressLog(context, name)
-        try:
-            result = replay_pipeline(
-                data.project,
-                data.pipeline,
-                since=since,
-                until=until,
-                offsets=offsets,
-                on_start=log.start,
-                on_progress=log.step,
+        if data.shared and offsets is not None:
+            msg = (
+                f"pipeline {name!r} writes several topics into {data.pipeline.table}: a replay of"
+                " offsets names no topic; replay a day or a from/to range (every topic), or"
+                f" offsets of one topic with `kafka-etl replay {name} --topic TOPIC`"
             )
+            raise Failure(description=msg, allow_retries=False)
+        try:
+            units = member_units(data) if data.shared else [data]
+            results = []
+            for unit in units:
+                log = _ProgressLog(context, unit.ref)
+                results.append(
+                    replay_pipeline(
+                        unit.project,
+                        unit.pipeline,
+                        since=since,
+                        until=until,
+                        offsets=offsets,
+                        on_start=log.start,
+                        on_progress=log.step,
+                    )
+                )
         except KafkaEtlError as exc:
             description = _located(f"pipeline {name!r}", exc)
             raise Failure(description=description, allow_retries=exc.transient) from exc
+        result = merge_topics(results) if data.shared else results[0]
         metadata = result_metadata(result, data.table_name, replay=True)
         if since is not None and until is not None:
             metadata["replay_from"] = MetadataValue.text(since.isoformat())
@@ -236,11 +265,13 @@ class KafkaEtlResource(ConfigurableResource):
         context: AssetExecutionContext | OpExecutionContext,
         data: PipelineTranslatorData,
         exc: RecordError,
+        unit: PipelineTranslatorData | None = None,
     ) -> None:
-        """Where the run failed, for the lag sensor to stop asking for runs that fail there."""
+        """Where the run failed, for the lag sensor to stop asking for runs that fail there
+        (``unit``: the asset's unit, a shared table, when ``data`` is one of its members)."""
         tags = {
             TAG_FAILED_AT: f"{exc.topic}/{exc.partition}@{exc.offset}",
-            TAG_CONFIG: config_digest(data),
+            TAG_CONFIG: config_digest(unit or data),
         }
         try:
             high = {x.partition: x.high_watermark for x in self.lag(data.ref)}
@@ -251,15 +282,26 @@ class KafkaEtlResource(ConfigurableResource):
 
     # -- monitoring ------------------------------------------------------------------------
     def lag(self, name: str) -> list[PartitionLag]:
-        """Lag per partition from the consumer group, every Kafka call bounded."""
+        """Lag per partition from the consumer group, every Kafka call bounded (one topic:
+        a shared table's is ``topic_lags``)."""
         data = self.pipeline_data(name)
         p = data.pipeline
+        if data.shared:
+            msg = f"pipeline {name!r} reads several topics: its lag is per topic (topic_lags)"
+            raise TerminalError(msg)
         return group_lag(
             data.consumer_settings,
             p.topic,
             p.consumer_group,
             timeout=self.lookup_timeout_seconds,
         )
+
+    def topic_lags(self, name: str) -> dict[str, list[PartitionLag]]:
+        """``lag`` per topic of the unit ``name``: its one topic, or a shared table's each."""
+        data = self.pipeline_data(name)
+        if not data.shared:
+            return {data.pipeline.topic: self.lag(name)}
+        return {m.pipeline.topic: self.lag(m.ref) for m in member_units(data)}
 
 
 def _literal_secrets(data: Mapping[str, Any]) -> list[str]:
@@ -294,8 +336,9 @@ def _with_way_out(data: PipelineTranslatorData, exc: RecordError) -> RecordError
     """The record error with what to do: the dead-letter table, or skipping that one message."""
     p = data.pipeline
     source = data.project.source
+    topic = f" --topic {p.topic}" if data.member else ""  # a member of a multi-topic pipeline
     reset = (
-        f"kafka-etl -c {source} reset {p.name} --partition {exc.partition}"
+        f"kafka-etl -c {source} reset {p.name}{topic} --partition {exc.partition}"
         f" --to-offset {exc.offset + 1}"
     )
     way_out = (

@@ -6,7 +6,9 @@ its checkpoints, committed with its rows), and ``<name>_merge`` turns the N resu
 materialization (rows, batches and offsets summed, per-partition ranges and lag merged), or an
 observation when no shard loaded anything. A failed shard fails the run with its one-line cause;
 the other shards' commits stay, so a rerun (or "re-execute from failure") loads only what is
-left, exactly once.
+left, exactly once. A shared table's shard op (``dagster_project.members``) loads that shard of
+each of its topics; its materialization then has the summed counts, not the per-topic
+partitions of an unsharded shared table.
 
 Pools: two runs of one shard never overlap. On databases that take concurrent writers each
 shard has its own pool (``kafka_etl/pipeline/<name>/shard-K-of-N``), so a pool never serialises

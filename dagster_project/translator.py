@@ -16,6 +16,7 @@ from dagster import AssetKey, AssetSpec, FreshnessPolicy
 from pipelines.checks import dagster_name
 from pipelines.config import Pipeline
 from pipelines.definition import PipelineDefinition
+from pipelines.topics import Member
 from sinks.capabilities import Capabilities, capabilities
 
 META_PIPELINE = "kafka_etl/pipeline"
@@ -29,10 +30,30 @@ class PipelineTranslatorData(PipelineDefinition):
     """One pipeline and the file it came from: what a translator needs to name things, on top
     of what the definition opens (``open_sink``, ``consumer_settings``, ``spec``). With
     ``member``, ``pipeline`` is one topic of a multi-topic pipeline (``dagster_project.members``)
-    and ``note`` what the asset description adds about how it was found."""
+    and ``note`` what the asset description adds about how it was found. A multi-topic
+    pipeline into one shared table is one unit (``shared``); ``topics`` are its topics as
+    listed when the definitions loaded (a load lists them again: ``members.member_units``)."""
 
     member: bool = False
     note: str = ""
+    topics: tuple[str, ...] = ()
+
+    @property
+    def shared(self) -> bool:
+        """Several topics into one table (``topics``/``topic_pattern`` with no placeholder)."""
+        return self.pipeline.multi_topic and not self.member
+
+    def listed_members(self) -> list[PipelineTranslatorData]:
+        """A shared unit's members as listed when the definitions loaded (``topics``)."""
+        return [
+            PipelineTranslatorData(
+                self.project,
+                self.pipeline.member(Member(t, self.pipeline.table)),
+                member=True,
+                note=self.note,
+            )
+            for t in self.topics
+        ]
 
     @property
     def ref(self) -> str:
@@ -97,16 +118,15 @@ class KafkaEtlTranslator:
     def get_asset_spec(self, data: PipelineTranslatorData) -> AssetSpec:
         p = data.pipeline
         path = [*self.key_prefix, *([p.db_schema] if p.db_schema else []), p.table]
-        topic = self.get_topic_spec(data)
         return AssetSpec(
             key=AssetKey(path),
             description=self.describe(data),
             group_name=dagster_name(data.database) if data.database else "kafka_etl",
             kinds={"kafka", data.caps.kind, *self.extra_kinds},
             owners=list(p.owners),  # checked by the Pipeline model (pipelines/checks.py)
-            deps=[topic.key] if topic is not None else [],
+            deps=[t.key for t in self.get_topic_specs(data)],
             metadata={
-                META_TOPIC: p.topic,
+                META_TOPIC: p.topics_shown,
                 META_TARGET: p.safe_target,
                 META_MODE: p.mode,
                 "dagster/table_name": data.table_name,
@@ -116,8 +136,9 @@ class KafkaEtlTranslator:
         )
 
     def get_topic_spec(self, data: PipelineTranslatorData) -> AssetSpec | None:
-        """The Kafka topic as an external upstream asset, or None to leave it out."""
-        if not self.topic_assets:
+        """The Kafka topic as an external upstream asset, or None to leave it out (and for a
+        shared unit, which has several: ``get_topic_specs``)."""
+        if not self.topic_assets or data.shared:
             return None
         return AssetSpec(
             key=AssetKey([*self.topic_key_prefix, data.pipeline.topic]),
@@ -126,10 +147,17 @@ class KafkaEtlTranslator:
             kinds={"kafka"},
         )
 
+    def get_topic_specs(self, data: PipelineTranslatorData) -> list[AssetSpec]:
+        """The topic assets a unit reads: its one topic, or each topic of a shared table."""
+        units = data.listed_members() if data.shared else [data]
+        return [s for u in units if (s := self.get_topic_spec(u)) is not None]
+
     def describe(self, data: PipelineTranslatorData) -> str:
         p = data.pipeline
+        shown = ", ".join(f"`{t}`" for t in data.topics) or p.topics_shown
+        topics = f"s {shown}" if data.shared else f" `{p.topic}`"
         text = (
-            f"Kafka topic `{p.topic}` → table `{data.spec.display_name}` in {data.backend}"
+            f"Kafka topic{topics} → table `{data.spec.display_name}` in {data.backend}"
             f" ({p.mode} mode, exactly once)."
         )
         text = f"{text}\n\n{data.note}" if data.note else text

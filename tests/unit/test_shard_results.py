@@ -1,4 +1,5 @@
-"""``merge_results``: the shards' results of one run as one result of the whole pipeline."""
+"""``merge_results``: the shards' results of one run as one result of the whole pipeline;
+``merge_topics``: the topics of a shared table as one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from connector.batch import Gap, OffsetRange
 from pipelines.runner import RunResult
-from pipelines.shard_results import merge_results
+from pipelines.shard_results import merge_results, merge_topics
 from pipelines.shards import Shard
 
 
@@ -73,3 +74,16 @@ def test_an_unknown_table_count_stays_unknown_and_other_pipelines_do_not_merge()
         merge_results([one, dataclasses.replace(two, pipeline="other")])
     with pytest.raises(ValueError, match="at least one"):
         merge_results([])
+
+
+def test_the_topics_of_a_shared_table_add_up_their_counts_and_times() -> None:
+    a = _result(Shard(0, 1), {0: (0, 10)}, table_rows=10, seconds=1.5)
+    b = _result(Shard(0, 1), {0: (0, 4)}, topic="u", table_rows=14, seconds=0.5)
+    merged = merge_topics([a, b])
+    assert (merged.topic, merged.rows, merged.batches, merged.seconds) == ("t, u", 14, 2, 2.0)
+    assert merged.table_rows == 14  # counted after the last topic's last commit
+    assert merged.ranges == {} and merged.lag_after == {}  # partition 0 of two topics: per topic
+    with pytest.raises(ValueError, match="other pipelines"):
+        merge_topics([a, dataclasses.replace(b, table="other")])
+    with pytest.raises(ValueError, match="other pipelines"):
+        merge_results([a, b])  # shards are of one topic
