@@ -42,18 +42,30 @@ class AvroGroup:
         return Decoded.of(table, len(frame.pos), failures, self.scalar)
 
 
+def _registry_schema(
+    registry: SchemaRegistry, schema_id: int
+) -> tuple[Any, dict[str, Any], str] | WrongSchemaType:
+    """The parsed writer schema of ``schema_id``, the named types its references define, and
+    where it came from (for errors); or why it is not an Avro schema."""
+    schema = registry.schema(schema_id)
+    kind = (schema.schema_type or "AVRO").upper()
+    if kind != "AVRO":
+        return WrongSchemaType(f"schema id {schema_id} is a {kind} schema, not Avro")
+    named: dict[str, Any] = {}
+    where = f"schema registry {registry.url}: Avro schema id {schema_id}"
+    _resolve_references(registry, schema.references or [], named, set(), where)
+    return _json(schema.schema_str, where), named, where
+
+
 def avro_registry_format(registry: SchemaRegistry) -> ConfluentFormat:
     """Avro in the Confluent wire format, writer schemas from ``registry``."""
 
     def compile_id(schema_id: int) -> GroupDecoder:
-        schema = registry.schema(schema_id)
-        kind = (schema.schema_type or "AVRO").upper()
-        if kind != "AVRO":
-            return WrongSchemaType(f"schema id {schema_id} is a {kind} schema, not Avro")
-        named: dict[str, Any] = {}
-        where = f"schema registry {registry.url}: Avro schema id {schema_id}"
-        _resolve_references(registry, schema.references or [], named, set(), where)
-        return AvroGroup(_compile(_json(schema.schema_str, where), named, where))
+        found = _registry_schema(registry, schema_id)
+        if isinstance(found, WrongSchemaType):
+            return found
+        parsed, named, where = found
+        return AvroGroup(_compile(parsed, named, where))
 
     return ConfluentFormat(compile_id)
 
@@ -82,14 +94,10 @@ def connect_avro_format(registry: SchemaRegistry) -> ConfluentFormat:
     """Avro in the Confluent wire format as Kafka Connect writes it (logical types converted)."""
 
     def compile_id(schema_id: int) -> GroupDecoder:
-        schema = registry.schema(schema_id)
-        kind = (schema.schema_type or "AVRO").upper()
-        if kind != "AVRO":
-            return WrongSchemaType(f"schema id {schema_id} is a {kind} schema, not Avro")
-        named: dict[str, Any] = {}
-        where = f"schema registry {registry.url}: Avro schema id {schema_id}"
-        _resolve_references(registry, schema.references or [], named, set(), where)
-        parsed = _json(schema.schema_str, where)
+        found = _registry_schema(registry, schema_id)
+        if isinstance(found, WrongSchemaType):
+            return found
+        parsed, named, where = found
         reader = _compile(parsed, named, where)
         return ConnectAvroGroup(reader, ConnectField.from_avro(parsed, named=dict(named)))
 
